@@ -1,0 +1,8 @@
+"""`nash compare`."""
+
+from nashcli.errors import NashError
+
+
+def command() -> None:
+    """Compare runs: overlaid curves, a results table and the config keys that differ."""
+    raise NashError("`nash compare` is not built yet")

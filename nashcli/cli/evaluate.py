@@ -1,0 +1,8 @@
+"""`nash eval`."""
+
+from nashcli.errors import NashError
+
+
+def command() -> None:
+    """Evaluate a run or checkpoint on validation data: loss, perplexity, accuracy."""
+    raise NashError("`nash eval` is not built yet")

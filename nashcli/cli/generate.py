@@ -1,0 +1,8 @@
+"""`nash generate`."""
+
+from nashcli.errors import NashError
+
+
+def command() -> None:
+    """Generate text from a run or checkpoint, streamed to the terminal."""
+    raise NashError("`nash generate` is not built yet")

@@ -1,0 +1,8 @@
+"""`nash plot`."""
+
+from nashcli.errors import NashError
+
+
+def command() -> None:
+    """Plot a run's metrics to a PNG."""
+    raise NashError("`nash plot` is not built yet")

@@ -1,0 +1,60 @@
+"""`nash train`: resolve the config, then hand it to the engine."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from nashcli.cli.console import console, make_table
+from nashcli.config import NashConfig, resolve_config
+from nashcli.errors import NashError
+
+
+def command(
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="Preset name (tiny, small, gpt2-124m, sft) or a path to a YAML file."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key by dotted path, e.g. --set train.lr=1e-4 (repeatable)."
+    ),
+    run: Optional[str] = typer.Option(None, "--run", help="Run name (folder under runs/); same as --set name=..."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Resume the run in this folder from its last checkpoint, exactly."
+    ),
+    init_from: Optional[str] = typer.Option(
+        None, "--init-from", help="Start from these weights: a run folder, a checkpoint, or hf:PATH_OR_ID."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display; only errors and the final summary."),
+) -> None:
+    """Pretrain or fine-tune a GPT.
+
+    Example: nash train --preset small --set train.lr=1e-4 --set model.dropout=0
+    """
+    extra = list(overrides)
+    if run:
+        extra.append(f"name={run}")
+    if init_from:
+        extra.append(f"init_from={init_from}")
+    config = resolve_config(preset, extra)
+    if dry_run:
+        print_resolved_config(config)
+        return
+    raise NashError("training is not built yet")
+
+
+def print_resolved_config(config: NashConfig) -> None:
+    from nashcli.model.gpt import count_parameters
+
+    console.print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
+    console.print(
+        make_table(
+            None,
+            ["", "value"],
+            [
+                ["parameters", count_parameters(config.model)],
+                ["tokens per step (one process)", config.tokens_per_step],
+            ],
+        )
+    )
