@@ -4,5 +4,8 @@ from nashcli.errors import NashError
 
 
 def command() -> None:
-    """Generate text from a run or checkpoint, streamed to the terminal."""
+    """Generate text from a run or checkpoint, streamed to the terminal.
+
+    Example: nash generate runs/tiny --prompt "ROMEO:"
+    """
     raise NashError("`nash generate` is not built yet")

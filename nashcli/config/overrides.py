@@ -59,10 +59,15 @@ def apply_overrides(tree: dict, overrides: list[tuple[str, Any]]) -> dict:
 
 
 def _unknown_key_message(key: str, prefix: str, valid_names: list[str]) -> str:
+    """Suggest the closest valid name at the level that went wrong, keeping the rest of the path."""
+    parts = key.split(".")
+    depth = len(prefix.split(".")) if prefix else 0
+    close = difflib.get_close_matches(parts[depth], valid_names, n=1, cutoff=0.6)
+    if close:
+        suggestion = ".".join(parts[:depth] + close + parts[depth + 1 :])
+        return f"unknown config key {key!r}: did you mean {suggestion!r}?"
     full_names = [f"{prefix}.{name}" if prefix else name for name in valid_names]
-    close = difflib.get_close_matches(key, full_names, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(full_names)}"
-    return f"unknown config key {key!r}: {hint}"
+    return f"unknown config key {key!r}: valid keys here are {', '.join(full_names)}"
 
 
 def known_keys(model: type[BaseModel] = NashConfig, prefix: str = "") -> list[str]:
