@@ -1,11 +1,81 @@
-"""`nash generate`."""
+"""`nash generate`: sample text from a trained model, streamed to the terminal as it is produced."""
 
+import codecs
+import sys
+import time
+from typing import Optional
+
+import typer
+
+from nashcli.cli.console import console
 from nashcli.errors import NashError
 
 
-def command() -> None:
-    """Generate text from a run or checkpoint, streamed to the terminal.
+def command(
+    source: str = typer.Argument(..., help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID."),
+    prompt: str = typer.Option("\n", "--prompt", help="Text to continue; '-' reads it from stdin."),
+    max_tokens: int = typer.Option(200, "--max-tokens", min=1, help="New tokens per sample."),
+    temperature: float = typer.Option(0.8, "--temperature", min=0.0, help="0 is greedy decoding."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample only from the k likeliest tokens."),
+    top_p: Optional[float] = typer.Option(
+        None, "--top-p", min=0.0, max=1.0, help="Sample from the smallest set of tokens whose probability reaches p."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Makes sampling reproducible."),
+    num_samples: int = typer.Option(1, "--num-samples", min=1, help="How many samples to write."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of a run: best or last."),
+    stop_at_eot: bool = typer.Option(
+        True, "--stop-at-eot/--no-stop-at-eot", help="Stop a sample at <|endoftext|>."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Generate text with the KV cache, streaming tokens as they come.
 
-    Example: nash generate runs/tiny --prompt "ROMEO:"
+    At the model's context length the window slides: the oldest tokens drop out and the cache is
+    rebuilt from the most recent ones.
+
+    Example: nash generate runs/demo --prompt "ROMEO:" --max-tokens 100 --seed 0
     """
-    raise NashError("`nash generate` is not built yet")
+    import torch
+
+    from nashcli.data.tokenizer import get_tokenizer
+    from nashcli.engine.loading import load_model
+    from nashcli.model.sampling import generate_tokens
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    tokenizer = get_tokenizer()
+    prompt_ids = tokenizer.encode(prompt)
+    if not prompt_ids:
+        raise NashError("the prompt is empty: pass --prompt TEXT (or --prompt - to read stdin)")
+    model, _ = load_model(source, checkpoint=checkpoint, device=device)
+    generator = torch.Generator(device=next(model.parameters()).device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+
+    produced, started = 0, time.perf_counter()
+    for sample_index in range(num_samples):
+        if num_samples > 1:
+            console.print(f"[dim]── sample {sample_index + 1}/{num_samples} ──[/]")
+        console.print(prompt, end="", markup=False, highlight=False)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tokens = generate_tokens(
+            model,
+            prompt_ids,
+            max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            stop_token=tokenizer.eot_token if stop_at_eot else None,
+        )
+        for token in tokens:
+            produced += 1
+            # A character can span two tokens: the incremental decoder holds back the partial bytes.
+            text = decoder.decode(tokenizer.decode_bytes([token]))
+            console.print(text, end="", markup=False, highlight=False)
+            console.file.flush()
+        console.print(decoder.decode(b"", final=True), markup=False, highlight=False)
+    elapsed_s = time.perf_counter() - started
+    console.print(f"[dim]{produced} tokens in {elapsed_s:.1f} s, {produced / max(elapsed_s, 1e-9):.1f} tokens/s[/]")
