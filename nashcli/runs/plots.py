@@ -186,7 +186,7 @@ def _draw_panel(ax, runs: Sequence[RunCurves], metric: str, x: str, smoothing: O
         xs, ys = run.series(metric, x)
         if len(xs) == 0:
             continue
-        if _is_per_step_metric(metric) and len(ys) > 2:
+        if is_noisy_metric(metric) and len(ys) > 2:
             weight = auto_smoothing_weight(len(ys)) if smoothing is None else smoothing
             weights_used.add(round(weight, 2))
             ax.plot(xs, ys, color=color, alpha=0.25, linewidth=1)
@@ -210,9 +210,10 @@ def _draw_panel(ax, runs: Sequence[RunCurves], metric: str, x: str, smoothing: O
     ax.legend(loc="best", fontsize="small")
 
 
-def _is_per_step_metric(metric: str) -> bool:
-    """Metrics logged every few steps from one minibatch (train_loss, train/loss): the noisy ones."""
-    return metric.replace("/", "_").startswith("train_")
+def is_noisy_metric(metric: str) -> bool:
+    """Metrics measured on the one step that gets logged (train_loss, train/loss, grad_norm): the noisy ones."""
+    name = metric.replace("/", "_")
+    return name.startswith("train_") or name.endswith("grad_norm")
 
 
 def _is_number(value) -> bool:

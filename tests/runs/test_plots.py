@@ -10,6 +10,7 @@ from nashcli.runs.plots import (
     auto_smoothing_weight,
     choose_metrics,
     ema_smooth,
+    is_noisy_metric,
     load_run_curves,
     load_wandb_curves,
     parse_metric_names,
@@ -43,6 +44,11 @@ def test_auto_smoothing_window_is_a_twentieth_of_the_curve():
     assert auto_smoothing_weight(30) == pytest.approx(1 / 3)
     assert auto_smoothing_weight(300) == pytest.approx(14 / 15)
     assert auto_smoothing_weight(1_000_000) == 0.99
+
+
+def test_only_per_step_training_metrics_are_smoothed():
+    assert [is_noisy_metric(name) for name in ["train_loss", "train/loss", "grad_norm", "train/grad_norm"]] == [True] * 4
+    assert [is_noisy_metric(name) for name in ["val_loss", "lr", "tokens_per_s", "val/loss"]] == [False] * 4
 
 
 def test_series_pairs_x_with_the_metric_only_where_both_are_logged(synthetic_records):
