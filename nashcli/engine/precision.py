@@ -1,0 +1,122 @@
+"""Numeric precision of a run: which dtype autocast uses, whether a grad scaler is needed, and
+the matmul peak that MFU is measured against."""
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from nashcli.errors import NashError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Dense tensor-core peaks (FLOP/s) of known GPUs for bf16/fp16, from the vendors' data sheets
+# (without sparsity). Matched by substring of torch.cuda.get_device_name(); other GPUs are measured.
+KNOWN_GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "A10G": 125e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """fp32, or autocast to bf16/fp16 on `device_type` with fp32 master weights."""
+
+    name: str  # "fp32" | "bf16" | "fp16"
+    device_type: str  # "cpu" | "cuda" | "mps"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.name]
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        # fp16 has a 5-bit exponent: small gradients underflow to zero unless the loss is scaled up.
+        # bf16 has fp32's exponent range, so it needs no scaler.
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context to run forward passes in (matmuls in the low precision, reductions in fp32)."""
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """True on CPUs with native bf16 dot products (AVX512-BF16 or AMX), where bf16 beats fp32 ~2x."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_precision(requested: str, device: torch.device) -> Precision:
+    """The precision to use for `train.precision` on `device`.
+
+    auto picks bf16 on CUDA GPUs that support it and on CPUs with bf16 matrix units, else fp32;
+    fp16 is only used when asked for.
+    """
+    device_type = device.type
+    if requested == "auto":
+        if device_type == "cuda" and torch.cuda.is_bf16_supported():
+            return Precision("bf16", device_type)
+        if device_type == "cpu" and cpu_has_bf16_matrix_units():
+            return Precision("bf16", device_type)
+        return Precision("fp32", device_type)
+    if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise NashError(
+            f"train.precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: "
+            "use --set train.precision=fp16 (or auto)"
+        )
+    return Precision(requested, device_type)
+
+
+def make_grad_scaler(precision: Precision) -> torch.amp.GradScaler:
+    """A GradScaler that is active only for fp16 (a disabled scaler passes everything through)."""
+    return torch.amp.GradScaler(precision.device_type, enabled=precision.needs_grad_scaler)
+
+
+def peak_flops(device: torch.device, precision: Precision) -> float:
+    """FLOP/s ceiling for MFU: a data-sheet value for known GPUs in bf16/fp16, else measured."""
+    if device.type == "cuda" and precision.name != "fp32":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in KNOWN_GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+    return measured_matmul_flops(str(device), precision.name)
+
+
+@functools.lru_cache(maxsize=None)
+def measured_matmul_flops(device: str, precision_name: str) -> float:
+    """Best of a few square matmuls in the given precision: the practical peak of this device.
+
+    A 1536-wide product is large enough to reach the CPU's plateau (about 0.1 s in total); GPUs get
+    a larger one. Cached: measured once per process.
+    """
+    dtype = DTYPES[precision_name]
+    size = 4096 if device.startswith("cuda") else 1536
+    generator = torch.Generator(device).manual_seed(0)  # leaves the global RNG (dropout, init) alone
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    best_s = float("inf")
+    for _ in range(4):  # the first is a warm-up that still counts if it happens to be fastest
+        _synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        _synchronize(device)
+        best_s = min(best_s, time.perf_counter() - start)
+    return 2 * size**3 / best_s
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)

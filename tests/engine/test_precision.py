@@ -1,0 +1,37 @@
+import torch
+
+from nashcli.engine import precision as precision_module
+from nashcli.engine.precision import Precision, make_grad_scaler, peak_flops, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def test_auto_picks_bf16_on_cpus_with_bf16_matrix_units(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_bf16_matrix_units", lambda: True)
+    assert resolve_precision("auto", CPU) == Precision("bf16", "cpu")
+    monkeypatch.setattr(precision_module, "cpu_has_bf16_matrix_units", lambda: False)
+    assert resolve_precision("auto", CPU) == Precision("fp32", "cpu")
+
+
+def test_explicit_precisions_are_kept_and_only_fp16_gets_an_active_scaler():
+    assert resolve_precision("fp16", CPU).needs_grad_scaler
+    assert make_grad_scaler(resolve_precision("fp16", CPU)).is_enabled()
+    assert not make_grad_scaler(resolve_precision("bf16", CPU)).is_enabled()
+    assert resolve_precision("fp32", CPU).dtype == torch.float32
+
+
+def test_bf16_autocast_runs_matmuls_in_bf16_on_cpu():
+    x = torch.randn(4, 8)
+    with Precision("bf16", "cpu").autocast():
+        assert (x @ x.T).dtype == torch.bfloat16
+    with Precision("fp32", "cpu").autocast():
+        assert (x @ x.T).dtype == torch.float32
+
+
+def test_measured_cpu_peak_is_plausible_and_leaves_the_global_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    flops = peak_flops(CPU, Precision("fp32", "cpu"))
+    assert 1e9 < flops < 1e14
+    assert torch.equal(torch.rand(1), expected)
