@@ -25,10 +25,14 @@ def command(
     init_from: Optional[str] = typer.Option(
         None, "--init-from", help="Start from these weights: a run folder, a checkpoint, or hf:PATH_OR_ID."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder of the same name."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display; only errors and the final summary."),
 ) -> None:
     """Pretrain or fine-tune a GPT.
+
+    Runs under torchrun too (DDP): torchrun --nproc_per_node=2 -m nashcli train --preset small.
+    Ctrl-C saves a checkpoint and stops; --resume continues exactly where it stopped.
 
     Example: nash train --preset small --set train.lr=1e-4 --set model.dropout=0
     """
@@ -37,11 +41,27 @@ def command(
         extra.append(f"name={run}")
     if init_from:
         extra.append(f"init_from={init_from}")
+    if resume is not None:
+        if preset or run or init_from:
+            raise NashError(
+                "--resume continues a run with its own config: drop --preset/--run/--init-from "
+                "(use --set to change values)"
+            )
+        from nashcli.runs.layout import RunLayout
+
+        preset = str(RunLayout.find(resume).config_path)
     config = resolve_config(preset, extra)
     if dry_run:
         print_resolved_config(config)
         return
-    raise NashError("training is not built yet")
+    from nashcli.cli.training_display import TrainingDisplay
+    from nashcli.engine.trainer import train
+
+    display = TrainingDisplay(quiet=quiet, log_interval=config.metrics.log_interval)
+    try:
+        train(config, resume=resume, reporter=display, overwrite=overwrite, name_prefix=preset)
+    finally:
+        display.close()
 
 
 def print_resolved_config(config: NashConfig) -> None:

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nashcli.config import NashConfig
+from nashcli.config import NashConfig, TrainConfig
 from nashcli.errors import NashError
 from nashcli.runs.layout import RunLayout
 
@@ -59,6 +59,17 @@ def save_checkpoint(
         _fsync_folder_files(linked)
         _swap_into_place(linked, checkpoints_dir / name)
     return first
+
+
+def checkpoint_names(step: int, train: TrainConfig, *, final: bool, stopping: bool, is_best: bool) -> list[str]:
+    """The checkpoints to write after `step`: `last` on the interval, at the end and when stopping;
+    `best` on a new best val loss; step_NNNNNN on the interval when keeping step checkpoints."""
+    on_interval = train.checkpoint_interval > 0 and step % train.checkpoint_interval == 0
+    names = ["last"] if (on_interval or final or stopping) else []
+    names += ["best"] if is_best else []
+    if on_interval and train.keep_checkpoints > 0:
+        names.append(RunLayout.step_checkpoint_name(step))
+    return names
 
 
 def unique_tensors(state_dict: dict) -> tuple[dict, dict]:

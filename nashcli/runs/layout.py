@@ -8,6 +8,7 @@
       wandb/             wandb's own files, when metrics.wandb is not disabled
 """
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,11 @@ class RunLayout:
         temporary = self.config_path.with_suffix(".yaml.tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(self.config_path)
+
+    def write_summary(self, summary: dict) -> None:
+        temporary = self.summary_path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        temporary.replace(self.summary_path)
 
     def read_config(self) -> NashConfig:
         if not self.config_path.is_file():

@@ -2,7 +2,6 @@
 when configured. (The live console display is the trainer's reporter, in nashcli/cli.)"""
 
 import json
-import math
 import os
 import uuid
 from pathlib import Path
@@ -49,7 +48,8 @@ class WandbSink:
             project=config.metrics.wandb_project,
             name=layout.name,
             id=_wandb_run_id(layout),
-            dir=str(layout.root),
+            # Absolute: wandb's service process may run in another working directory.
+            dir=str(layout.root.resolve()),
             mode=mode,
             config=config.model_dump(mode="json"),
             resume="allow" if resume else None,
@@ -129,7 +129,3 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     temporary.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
     os.replace(temporary, path)
 
-
-def finite_or_none(value: float) -> Optional[float]:
-    """JSON has no NaN/inf: such values are written as null."""
-    return value if math.isfinite(value) else None

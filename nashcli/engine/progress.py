@@ -1,0 +1,85 @@
+"""Where a run stands (steps, tokens, losses: saved in checkpoints) and how fast this session goes."""
+
+import math
+import resource
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class TrainingProgress:
+    """The counters of a run that a checkpoint saves and a resume restores."""
+
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # input tokens trained on, all processes
+    elapsed_s: float = 0.0  # wall time of the sessions before this one
+    best_val_loss: float = math.inf
+    last_train_loss: float = math.nan
+    last_val_loss: Optional[float] = None
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class SessionClock:
+    """Tokens per second of the training steps (evaluation and checkpoint time excluded), and the
+    run's elapsed wall time including earlier sessions of a resumed run.
+
+    The first step of a session pays for warm-up (allocations, compilation); it is left out of the
+    averages once later steps exist.
+    """
+
+    def __init__(self, window_steps: int = 10):
+        self.started = time.perf_counter()
+        self.recent: deque = deque(maxlen=window_steps)  # (tokens, seconds) of the latest steps
+        self.steps = 0
+        self.first_step = (0, 0.0)
+        self.totals = [0, 0.0]  # tokens, seconds over all steps after the first
+        self.interval = [0, 0.0]  # since the last interval_tokens_per_s()
+
+    def record_step(self, tokens: int, seconds: float) -> float:
+        """Count a step; returns tokens/s over the recent window (what a live display shows)."""
+        self.steps += 1
+        if self.steps == 1:
+            self.first_step = (tokens, seconds)
+        else:
+            self.totals[0] += tokens
+            self.totals[1] += seconds
+            self.recent.append((tokens, seconds))
+        self.interval[0] += tokens
+        self.interval[1] += seconds
+        window = self.recent or [self.first_step]
+        return _rate(sum(t for t, _ in window), sum(s for _, s in window))
+
+    def interval_tokens_per_s(self) -> float:
+        """Tokens/s since the previous call (a metrics record covers the steps since the last one)."""
+        rate = _rate(*self.interval)
+        self.interval = [0, 0.0]
+        return rate
+
+    def mean_tokens_per_s(self) -> float:
+        return _rate(*self.totals) if self.steps > 1 else _rate(*self.first_step)
+
+    def elapsed(self, earlier_sessions_s: float = 0.0) -> float:
+        return earlier_sessions_s + time.perf_counter() - self.started
+
+
+def _rate(tokens: int, seconds: float) -> float:
+    return tokens / seconds if seconds > 0 else 0.0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: allocated GPU memory on CUDA, resident set size otherwise."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

@@ -1,0 +1,298 @@
+"""The training loop: one loop for pretraining and SFT (only the batches differ), for one process
+or many under torchrun (DDP). `train(config)` wires the parts together and runs it."""
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from nashcli import __version__
+from nashcli.config import NashConfig
+from nashcli.engine import distributed as dist_ops
+from nashcli.engine.batches import build_batches
+from nashcli.engine.checkpoint import (
+    checkpoint_names,
+    load_model_weights,
+    load_training_state,
+    prune_step_checkpoints,
+    save_checkpoint,
+)
+from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
+from nashcli.engine.evaluate import evaluate
+from nashcli.engine.optim import build_optimizer, set_learning_rate
+from nashcli.engine.precision import make_grad_scaler, peak_flops, resolve_precision
+from nashcli.engine.progress import SessionClock, TrainingProgress, peak_memory_mb
+from nashcli.engine.reporter import Reporter, SilentReporter
+from nashcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
+from nashcli.engine.run_folder import OpenedRun, open_run
+from nashcli.engine.schedule import learning_rate_at
+from nashcli.engine.step import forward_backward
+from nashcli.engine.stop import StopRequests
+from nashcli.errors import NashError
+from nashcli.model.gpt import GPT, flops_per_token
+from nashcli.runs.metrics import MetricsLogger, open_metrics
+
+
+def train(
+    config: NashConfig,
+    *,
+    resume: Optional[Path] = None,
+    reporter: Optional[Reporter] = None,
+    overwrite: bool = False,
+    name_prefix: Optional[str] = None,
+) -> dict:
+    """Train `config` into runs_dir/<name>/ and return the summary (also written to summary.json).
+
+    resume: a run folder or name; continues exactly from its `last` checkpoint (its folder is used,
+    whatever config.name says). overwrite: replace an existing run folder of the same name.
+    name_prefix: without config.name the run is named <name_prefix>-<timestamp> (the CLI passes the
+    preset name). Under torchrun every process calls this; only rank 0 reports, logs and writes.
+    """
+    context = setup_distributed(config.train.device)
+    try:
+        opened = open_run(config, context, resume, overwrite, name_prefix)
+        main_reporter = reporter if (reporter is not None and context.is_main) else SilentReporter()
+        return Trainer(opened, context, main_reporter).run()
+    finally:
+        teardown_distributed(context)
+
+
+class Trainer:
+    """The parts of one training run, and the loop over them."""
+
+    def __init__(self, opened: OpenedRun, context: DistributedContext, reporter: Reporter):
+        self.context, self.reporter, self.opened = context, reporter, opened
+        self.config, self.layout = opened.config, opened.layout
+        train_config = self.config.train
+        self.precision = resolve_precision(train_config.precision, context.device)
+        seed_everything(train_config.seed)  # the same initial weights on every process
+        self.model = GPT(self.config.model)
+        if opened.weights is not None:
+            opened.weights.load_into(self.model)
+        self.model.to(context.device)
+        self.optimizer = build_optimizer(self.model, train_config, context.device)
+        self.grad_scaler = make_grad_scaler(self.precision)
+        self.batches = build_batches(self.config, context)
+        self.progress = TrainingProgress()
+        seed_everything(train_config.seed + context.rank)  # dropout differs between processes
+        if opened.resume_dir is not None:
+            self._load_state(opened.resume_dir)  # last: it restores the RNG states too
+        self.compiled = _maybe_compile(self.model, train_config.compile)
+        self.train_model = dist_ops.wrap_model(self.compiled, context)
+        self.flops_per_token = flops_per_token(self.config.model, self.config.model.max_seq_len)
+        self.peak_flops = peak_flops(context.device, self.precision) * context.world_size
+        self.session = SessionClock()
+
+    def run(self) -> dict:
+        train_config, progress = self.config.train, self.progress
+        if progress.step >= train_config.max_steps:
+            raise NashError(
+                f"run {self.layout.root} already has {progress.step} steps (train.max_steps={train_config.max_steps}): "
+                "to train longer, resume with --set train.max_steps=N"
+            )
+        metrics = MetricsLogger([])
+        if self.context.is_main:
+            self.layout.write_config(self.config)
+            self.layout.summary_path.unlink(missing_ok=True)  # a resumed run's totals are not final yet
+            resume_step = progress.step if self.opened.resume_dir else None
+            metrics = open_metrics(self.layout, self.config, resume_step=resume_step)
+        self.reporter.on_start(self._start_info())
+        self.session = SessionClock()
+        stopping = False
+        try:
+            with StopRequests() as stop:
+                while progress.step < train_config.max_steps and not stopping:
+                    stopping = self._train_step(stop, metrics)
+                    final = progress.step == train_config.max_steps
+                    is_best = False
+                    if final or _every(progress.step, train_config.eval_interval):
+                        is_best = self._evaluate(metrics)
+                    names = checkpoint_names(
+                        progress.step, train_config, final=final, stopping=stopping, is_best=is_best
+                    )
+                    if names:
+                        self._save(names)
+        finally:
+            metrics.close()
+        summary = self._summary()
+        if self.context.is_main and not stopping:
+            self.layout.write_summary(summary)
+        self.reporter.on_end({**summary, "interrupted": stopping, "resume_command": self._resume_command()})
+        return {**summary, "interrupted": stopping}
+
+    def _train_step(self, stop: StopRequests, metrics: MetricsLogger) -> bool:
+        """One optimizer step; returns whether any process asked to stop."""
+        train_config, device, progress = self.config.train, self.context.device, self.progress
+        started = time.perf_counter()
+        lr = learning_rate_at(progress.step, train_config)
+        set_learning_rate(self.optimizer, lr)
+        micro_batches = [
+            tuple(tensor.to(device, non_blocking=True) for tensor in self.batches.train.next_batch())
+            for _ in range(train_config.grad_accum_steps)
+        ]
+        totals = forward_backward(self.train_model, micro_batches, self.context, self.precision, self.grad_scaler)
+        # One all-reduce carries the loss (for reporting and the finiteness check) and the stop request,
+        # so that every process sees the same values and stops at the same step.
+        shared = torch.stack([totals.loss_sum, torch.tensor(float(stop.requested), device=device)])
+        loss_sum, stop_votes = dist_ops.all_reduce_sum(shared, self.context).tolist()
+        loss = loss_sum / max(totals.target_tokens, 1)
+        if not math.isfinite(loss):
+            raise NashError(
+                f"the training loss became {loss} at step {progress.step + 1}; the run stopped, its last good "
+                f"checkpoint is in {self.layout.checkpoints_dir}: lower train.lr or use train.precision=bf16/fp32"
+            )
+        self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+        max_norm = train_config.grad_clip if train_config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.step += 1
+        progress.tokens += totals.input_tokens
+        progress.last_train_loss = loss
+        tokens_per_s = self.session.record_step(totals.input_tokens, time.perf_counter() - started)
+        record = {
+            "tokens": progress.tokens,
+            "train_loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens_per_s,
+            "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
+            "elapsed_s": self.session.elapsed(progress.elapsed_s),
+        }
+        if _every(progress.step, self.config.metrics.log_interval) or progress.step == train_config.max_steps:
+            metrics.log({**record, "tokens_per_s": self.session.interval_tokens_per_s()}, progress.step)
+        self.reporter.on_step({"step": progress.step, **record})
+        return stop_votes > 0
+
+    def _evaluate(self, metrics: MetricsLogger) -> bool:
+        """Evaluate on the validation batches (each process its share); returns whether it is a new best."""
+        progress = self.progress
+        results = evaluate(
+            self.compiled,
+            self.batches.val.eval_batches(self.config.train.eval_batches),
+            device=self.context.device,
+            autocast=self.precision.autocast,
+            sum_across_processes=lambda sums: dist_ops.all_reduce_sum(sums, self.context),
+        )
+        is_best = results["val_loss"] < progress.best_val_loss
+        progress.best_val_loss = min(progress.best_val_loss, results["val_loss"])
+        progress.last_val_loss = results["val_loss"]
+        elapsed_s = self.session.elapsed(progress.elapsed_s)
+        metrics.log({"tokens": progress.tokens, "elapsed_s": elapsed_s, **results}, progress.step)
+        self.reporter.on_eval({"step": progress.step, **results, "is_best": is_best})
+        return is_best
+
+    def _save(self, names: list[str]) -> None:
+        # Every process contributes its own RNG and data position; rank 0 writes them all.
+        own = {"rng": capture_rng_state(), "data": self.batches.train.state_dict()}
+        per_rank = dist_ops.gather_objects(own, self.context)
+        if not self.context.is_main:
+            return
+        progress = {**self.progress.state_dict(), "elapsed_s": self.session.elapsed(self.progress.elapsed_s)}
+        state = {
+            "progress": progress,
+            "world_size": self.context.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict(),
+            "ranks": per_rank,
+        }
+        meta = {
+            **{key: progress[key] for key in ("step", "tokens", "last_train_loss", "last_val_loss")},
+            "best_val_loss": _finite_or_none(self.progress.best_val_loss),
+            "world_size": self.context.world_size,
+            "precision": self.precision.name,
+            "nash_version": __version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": self.config.model_dump(mode="json"),
+        }
+        path = save_checkpoint(self.layout.checkpoints_dir, names, self.model, state, meta)
+        prune_step_checkpoints(self.layout, self.config.train.keep_checkpoints)
+        self.reporter.on_checkpoint(path)
+
+    def _load_state(self, checkpoint_dir: Path) -> None:
+        state = load_training_state(checkpoint_dir)
+        if state["world_size"] != self.context.world_size:
+            raise NashError(
+                f"{checkpoint_dir} was saved by {state['world_size']} processes and this run has "
+                f"{self.context.world_size}: resume with the same number (torchrun --nproc_per_node="
+                f"{state['world_size']} ...), or start a new run from its weights with --init-from {self.layout.root}"
+            )
+        load_model_weights(self.model, checkpoint_dir)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.grad_scaler.is_enabled() and state["grad_scaler"]:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.progress.load_state_dict(state["progress"])
+        own = state["ranks"][self.context.rank]
+        self.batches.train.load_state_dict(own["data"])
+        restore_rng_state(own["rng"])
+
+    def _start_info(self) -> dict:
+        config, context = self.config, self.context
+        return {
+            "run_dir": str(self.layout.root),
+            "device": str(context.device),
+            "precision": self.precision.name,
+            "parameters": self.model.num_parameters(),
+            "start_step": self.progress.step,
+            "max_steps": config.train.max_steps,
+            "tokens_per_step": config.tokens_per_step * context.world_size,
+            "world_size": context.world_size,
+            "batch_size": config.train.batch_size,
+            "grad_accum_steps": config.train.grad_accum_steps,
+            "seq_len": config.model.max_seq_len,
+            "data": self.batches.description,
+            "resumed_from": str(self.opened.resume_dir) if self.opened.resume_dir else None,
+            "init_from": self.opened.weights.source if self.opened.weights else None,
+            "peak_flops": self.peak_flops,
+            "notes": self.opened.notes + self.batches.notes,
+        }
+
+    def _summary(self) -> dict:
+        progress, tokens_per_s = self.progress, self.session.mean_tokens_per_s()
+        return {
+            "run_dir": str(self.layout.root),
+            "steps": progress.step,
+            "tokens": progress.tokens,
+            "wall_time_s": self.session.elapsed(progress.elapsed_s),
+            "tokens_per_s": tokens_per_s,
+            "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
+            "final_train_loss": progress.last_train_loss,
+            "best_val_loss": _finite_or_none(progress.best_val_loss),
+            "final_val_loss": progress.last_val_loss,
+            "parameters": self.model.num_parameters(),
+            "precision": self.precision.name,
+            "device": str(self.context.device),
+            "world_size": self.context.world_size,
+            "peak_memory_mb": peak_memory_mb(self.context.device),
+        }
+
+    def _resume_command(self) -> str:
+        world_size = self.context.world_size
+        launcher = f"torchrun --nproc_per_node={world_size} -m nashcli" if world_size > 1 else "nash"
+        return f"{launcher} train --resume {self.layout.root}"
+
+
+def _maybe_compile(model: torch.nn.Module, compile_model: bool) -> torch.nn.Module:
+    if not compile_model:
+        return model
+    # Without a working C++ toolchain (common on CPU-only machines) compilation fails on the first
+    # call; falling back to eager keeps the run going, with dynamo's own warning in the log.
+    torch._dynamo.config.suppress_errors = True
+    try:
+        return torch.compile(model)
+    except Exception as error:  # torch.compile itself refusing (e.g. an unsupported Python version)
+        warnings.warn(f"train.compile=true but torch.compile is unavailable ({error}); training uncompiled")
+        return model
+
+
+def _every(step: int, interval: int) -> bool:
+    return interval > 0 and step % interval == 0
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
+

@@ -1,0 +1,129 @@
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from nashcli.config import TrainConfig
+from nashcli.data.pretrain import PretrainBatches
+from nashcli.engine import trainer as trainer_module
+from nashcli.engine.checkpoint import checkpoint_names, load_checkpoint_model, load_training_state
+from nashcli.engine.reporter import SilentReporter
+from nashcli.engine.trainer import train
+from nashcli.errors import NashError
+from nashcli.runs.metrics import read_metrics
+
+
+class Recorder(SilentReporter):
+    """Records what the trainer reports; can send this process a Ctrl-C after a given step."""
+
+    def __init__(self, interrupt_after_step=None):
+        self.interrupt_after_step = interrupt_after_step
+        self.steps, self.evals, self.checkpoints, self.start, self.end = [], [], [], None, None
+
+    def on_start(self, info):
+        self.start = info
+
+    def on_step(self, metrics):
+        self.steps.append(metrics)
+        if metrics["step"] == self.interrupt_after_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_eval(self, metrics):
+        self.evals.append(metrics)
+
+    def on_checkpoint(self, path):
+        self.checkpoints.append(path)
+
+    def on_end(self, summary):
+        self.end = summary
+
+
+def losses(run: str, key: str = "train_loss") -> list:
+    return [(record["step"], record[key]) for record in read_metrics(Path("runs", run, "metrics.jsonl")) if key in record]
+
+
+def test_resume_after_ctrl_c_matches_the_uninterrupted_run_bitwise(tiny_config):
+    overrides = ["model.dropout=0.1", "train.grad_accum_steps=2"]  # dropout proves the RNG is restored
+    train(tiny_config("name=straight", *overrides))
+    recorder = Recorder(interrupt_after_step=2)
+    stopped = train(tiny_config("name=resumed", *overrides), reporter=recorder)
+    # The Ctrl-C arrives during step 2's report; step 3 finishes and the run saves and stops.
+    assert stopped["interrupted"] and stopped["steps"] == 3
+    assert recorder.end["resume_command"] == f"nash train --resume {Path('runs/resumed')}"
+    assert not Path("runs/resumed/summary.json").exists()
+    train(tiny_config(*overrides), resume=Path("runs/resumed"))
+    assert losses("resumed") == losses("straight")  # exact float equality, every step
+    assert losses("resumed", "val_loss") == losses("straight", "val_loss")
+    assert [step for step, _ in losses("resumed")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+    real_forward_backward, calls = trainer_module.forward_backward, []
+
+    def poisoned_after_four_steps(*args):
+        totals = real_forward_backward(*args)
+        calls.append(1)
+        if len(calls) == 5:
+            totals.loss_sum = totals.loss_sum * float("nan")
+        return totals
+
+    monkeypatch.setattr(trainer_module, "forward_backward", poisoned_after_four_steps)
+    with pytest.raises(NashError, match=r"loss became nan at step 5.*last good checkpoint is in runs/poisoned"):
+        train(tiny_config("name=poisoned"))
+    assert load_training_state(Path("runs/poisoned/checkpoints/last"))["progress"]["step"] == 3
+    model, config = load_checkpoint_model("runs/poisoned")
+    assert config.name == "poisoned" and not model.training
+
+
+def test_resume_with_another_world_size_is_refused(tiny_config):
+    train(tiny_config("name=solo", "train.max_steps=3"))
+    state_path = Path("runs/solo/checkpoints/last/state.pt")
+    state = load_training_state(state_path.parent)
+    torch.save({**state, "world_size": 2}, state_path)
+    with pytest.raises(NashError, match="saved by 2 processes and this run has 1: .*--nproc_per_node=2"):
+        train(tiny_config(), resume=Path("runs/solo"))
+
+
+def test_a_finished_run_resumes_only_with_more_steps_and_a_taken_name_needs_overwrite(tiny_config):
+    train(tiny_config("name=done", "train.max_steps=3"))
+    with pytest.raises(NashError, match="already has 3 steps .*--set train.max_steps=N"):
+        train(tiny_config("train.max_steps=3"), resume=Path("runs/done"))
+    with pytest.raises(NashError, match="run folder runs/done already exists: .*--overwrite"):
+        train(tiny_config("name=done"))
+    summary = train(tiny_config("train.max_steps=4"), resume=Path("runs/done"))
+    assert summary["steps"] == 4 and [step for step, _ in losses("done")] == [1, 2, 3, 4]
+
+
+def test_init_from_starts_from_the_weights_with_their_shape_and_a_fresh_schedule(tiny_config, tiny_dataset):
+    train(tiny_config("name=base", "train.max_steps=3"))
+    recorder = Recorder()
+    # A different model shape in the config: the weights' shape wins, and the display says so.
+    config = tiny_config("name=tuned", "init_from=runs/base", "model.d_model=64", "train.warmup_steps=0")
+    train(config, reporter=recorder)
+    assert recorder.start["init_from"] == "runs/base"
+    assert any("2 layers, 2 heads, 32 wide" in note for note in recorder.start["notes"])
+    assert any("d_model=64->32" in note for note in recorder.start["notes"])
+    pretrained, _ = load_checkpoint_model("runs/base", which="best")
+    inputs, targets = PretrainBatches(tiny_dataset, "train", seq_len=16, batch_size=4, seed=1337).next_batch()
+    with torch.no_grad():
+        expected = (pretrained(inputs, targets) / targets.numel()).item()
+    assert recorder.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-5)
+    assert recorder.steps[0]["lr"] == pytest.approx(1e-3)  # step 0 of a fresh schedule
+
+
+def test_bf16_and_fp16_runs_train_on_cpu(tiny_config):
+    for precision in ("bf16", "fp16"):
+        summary = train(tiny_config(f"name={precision}", f"train.precision={precision}", "train.max_steps=3"))
+        assert summary["precision"] == precision and summary["final_val_loss"] < 12
+    assert load_training_state(Path("runs/fp16/checkpoints/last"))["grad_scaler"]["scale"] > 0
+
+
+def test_checkpoint_names_follow_interval_end_stop_and_best():
+    config = TrainConfig(checkpoint_interval=5, keep_checkpoints=2)
+    assert checkpoint_names(5, config, final=False, stopping=False, is_best=False) == ["last", "step_000005"]
+    assert checkpoint_names(6, config, final=False, stopping=False, is_best=True) == ["best"]
+    assert checkpoint_names(7, config, final=True, stopping=False, is_best=True) == ["last", "best"]
+    assert checkpoint_names(8, config, final=False, stopping=True, is_best=False) == ["last"]
+    assert checkpoint_names(9, config, final=False, stopping=False, is_best=False) == []
