@@ -1,0 +1,74 @@
+"""Fine-tuning through the same loop: SFT batches from a .jsonl file, weights from a run or hf:."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nashcli.data.pretrain import PretrainBatches
+from nashcli.data.sft import SFTBatches, load_sft_examples, split_sft_examples
+from nashcli.data.tokenizer import get_tokenizer
+from nashcli.engine.checkpoint import load_checkpoint_model
+from nashcli.engine.reporter import SilentReporter
+from nashcli.engine.trainer import train
+from nashcli.model.gpt import IGNORE_INDEX
+from nashcli.runs.metrics import read_metrics
+
+
+class FirstSteps(SilentReporter):
+    def __init__(self):
+        self.steps = []
+
+    def on_step(self, metrics):
+        self.steps.append(metrics)
+
+
+def write_sft_file(path: Path) -> Path:
+    pairs = [(f"Q: what is {a} plus {b}?\nA:", f" {a + b}.") for a in range(4) for b in range(5)]
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in pairs))
+    return path
+
+
+def test_sft_from_a_pretrained_run_starts_at_its_loss_on_completion_tokens_only(tiny_config):
+    train(tiny_config("name=base", "train.max_steps=2"))
+    sft_file = write_sft_file(Path("sft.jsonl"))
+    overrides = ["name=sft", "data.dataset=null", f"data.sft_file={sft_file}", "init_from=runs/base"]
+    reporter = FirstSteps()
+    train(tiny_config(*overrides, "train.max_steps=2", "train.eval_interval=1"), reporter=reporter)
+
+    # The first step's loss is the pretrained model's mean loss over the completion targets of the
+    # same first batch: the weights were loaded, and prompt and padding targets carry no loss.
+    examples, _ = load_sft_examples(sft_file, get_tokenizer(), max_seq_len=16)
+    train_examples, _ = split_sft_examples(examples, 0.05, seed=1337)
+    inputs, targets = SFTBatches(train_examples, batch_size=4, seed=1337).next_batch()
+    pretrained, _ = load_checkpoint_model("runs/base", which="best")
+    with torch.no_grad():
+        logits = pretrained(inputs)  # (B, T, V)
+    kept = targets != IGNORE_INDEX
+    expected = F.cross_entropy(logits[kept], targets[kept]).item()
+    assert 0 < kept.sum() < targets.numel()
+    assert reporter.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-5)
+    evals = [r for r in read_metrics(Path("runs/sft/metrics.jsonl")) if "val_loss" in r]
+    assert [r["step"] for r in evals] == [1, 2] and all(0 < r["val_tokens"] < 2 * 4 * 16 for r in evals)
+
+
+def test_init_from_hf_weights_takes_their_shape_and_values(tiny_config, tiny_dataset, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=50257)
+    torch.manual_seed(0)
+    hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
+    hf_model.save_pretrained(tmp_path / "hf-tiny")
+    reporter = FirstSteps()
+    source = f"hf:{tmp_path / 'hf-tiny'}"
+    summary = train(
+        tiny_config("name=from-hf", f"init_from={source}", "model.dropout=0", "train.max_steps=2"), reporter=reporter
+    )
+    config = load_checkpoint_model("runs/from-hf")[1]
+    assert (config.model.n_layers, config.model.d_model, config.init_from) == (1, 16, source)
+    assert summary["parameters"] == sum(p.numel() for p in hf_model.parameters())
+    inputs, targets = PretrainBatches(tiny_dataset, "train", seq_len=16, batch_size=4, seed=1337).next_batch()
+    with torch.no_grad():
+        expected = F.cross_entropy(hf_model(inputs).logits.flatten(0, 1), targets.flatten()).item()
+    assert reporter.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-4)
