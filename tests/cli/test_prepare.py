@@ -1,0 +1,70 @@
+import inspect
+import json
+from pathlib import Path
+from unittest import mock
+
+from typer.testing import CliRunner
+
+from nashcli.cli import prepare
+from nashcli.cli.app import app
+from nashcli.data.prepare import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
+from nashcli.data.shards import DatasetMeta
+
+runner = CliRunner()
+
+
+def test_prepare_shakespeare_writes_data_shakespeare_and_a_table():
+    result = runner.invoke(app, ["prepare", "shakespeare", "--quiet"])
+    assert result.exit_code == 0, result.output
+    meta = DatasetMeta.read(Path("data/shakespeare"))
+    assert meta.num_documents == 42
+    assert "data/shakespeare" in result.output and "train" in result.output and "val" in result.output
+    assert f"{meta.splits['train'].tokens:,}" in result.output
+    again = runner.invoke(app, ["prepare", "shakespeare"])
+    assert again.exit_code == 0
+    assert "data/shakespeare is already prepared" in again.output and "--force" in again.output
+
+
+def test_prepare_local_file_with_out_and_options(tmp_path):
+    corpus = tmp_path / "notes.jsonl"
+    corpus.write_text("".join(json.dumps({"body": f"note number {i} " * 20}) + "\n" for i in range(30)))
+    result = runner.invoke(
+        app, ["prepare", str(corpus), "--out", "custom", "--text-field", "body", "--val-fraction", "0.1", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    meta = DatasetMeta.read(tmp_path / "custom")
+    assert meta.num_documents == 30 and meta.splits["val"].documents >= 1
+    assert "--set data.dataset=custom" in result.output
+
+
+def test_list_shows_the_registry():
+    result = runner.invoke(app, ["prepare", "--list"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in ["shakespeare", "tinystories_10M", "openwebtext_100M", "fineweb_1B", "fineweb-edu_10B"]:
+        assert name in result.output
+    assert "hf:roneneldan/TinyStories" in result.output and "20.0 GB" in result.output
+
+
+def test_unknown_source_is_one_error_line():
+    result = runner.invoke(app, ["prepare", "nope"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: unknown source 'nope': not a registry name (shakespeare, tinystories_10M, openwebtext_100M, "
+        "fineweb_1B, fineweb-edu_10B), not hf:USER/NAME, and no such file or folder"
+    ]
+
+
+def test_unreachable_hub_is_one_error_line_and_leaves_no_folder(tmp_path):
+    with mock.patch("datasets.load_dataset", side_effect=ConnectionError("Couldn't reach the Hub")):
+        result = runner.invoke(app, ["prepare", "tinystories_10M", "--quiet"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not reach the Hugging Face hub dataset hf:roneneldan/TinyStories")
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def test_option_defaults_are_the_library_defaults():
+    # The command spells them out so that `nash --help` need not import numpy and tiktoken.
+    parameters = inspect.signature(prepare.command).parameters
+    assert parameters["val_fraction"].default.default == DEFAULT_VAL_FRACTION
+    assert parameters["shard_tokens"].default.default == DEFAULT_SHARD_TOKENS
