@@ -15,10 +15,10 @@ def command(
     source: Optional[str] = typer.Argument(
         None, help="shakespeare (built in), a registry name (see --list), hf:USER/NAME, or a .txt/.jsonl/.json/.parquet file or folder."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset folder to write [default: data/<name>]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset folder to write (default: data/NAME)."),
     list_registry: bool = typer.Option(False, "--list", help="Show the registry of named datasets and exit."),
     val_fraction: float = typer.Option(
-        0.005, "--val-fraction", min=0.0, max=0.5, help="Share of documents held out for validation (whole documents; small corpora get at least ~50k tokens)."
+        0.005, "--val-fraction", min=0.0, max=0.5, help="Share of tokens held out for validation, as whole documents (small corpora get at least ~50k tokens, at most 10%)."
     ),
     text_field: str = typer.Option("text", "--text-field", help="Field holding the text in .jsonl/.json/.parquet/hub records."),
     split: str = typer.Option("train", "--split", help="Split of a hub dataset to read (hf:USER/NAME)."),
