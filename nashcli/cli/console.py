@@ -7,6 +7,7 @@ stdout is not a terminal (CI logs, pipes), because rich's Console detects that b
 from typing import Any, Iterable, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,11 +25,11 @@ err_console = Console(stderr=True, highlight=False)
 
 def print_error(message: str) -> None:
     """The one-line form of every user error: `error: <what is wrong and how to fix it>`."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, emoji=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, emoji=False)
 
 
 def print_warning(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, emoji=False)
 
 
 def make_progress(*extra_columns: Any, total_known: bool = True, quiet: bool = False) -> Progress:
