@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 from rich.progress import Progress, TextColumn
+from rich.table import Table
 
-from nashcli.cli.console import console, format_value, make_progress, make_table
+from nashcli.cli.console import console, format_value, make_progress
 
 
 class TrainingDisplay:
@@ -42,7 +43,7 @@ class TrainingDisplay:
             ["batch", batch],
             ["steps", f"{info['start_step']:,} -> {info['max_steps']:,}"],
         ]
-        console.print(make_table(None, ["", ""], rows))
+        console.print(_facts_table(None, rows))
         for note in info["notes"]:
             console.print(f"[dim]{note}[/]")
         if self.live:
@@ -99,7 +100,7 @@ class TrainingDisplay:
             ["MFU", f"{summary['mfu']:.1%}"],
             ["wall time", f"{summary['wall_time_s']:.1f} s"],
         ]
-        console.print(make_table(f"run {summary['run_dir']}", ["", ""], rows))
+        console.print(_facts_table(f"run {summary['run_dir']}", rows))
         if summary["interrupted"]:
             console.print(f"stopped at step {summary['steps']}; continue with: [bold]{summary['resume_command']}[/]")
 
@@ -111,3 +112,13 @@ class TrainingDisplay:
 
     def _print(self, text: str) -> None:
         (self.progress.console if self.progress is not None else console).print(text)
+
+
+def _facts_table(title: Optional[str], rows: list[list]) -> Table:
+    """Two columns, names and values, without a header row."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in rows:
+        table.add_row(name, format_value(value))
+    return table

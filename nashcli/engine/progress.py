@@ -6,6 +6,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -78,8 +79,18 @@ def _rate(tokens: int, seconds: float) -> float:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: allocated GPU memory on CUDA, resident set size otherwise."""
+    """Peak memory of this process: allocated GPU memory on CUDA, else the peak resident set size.
+
+    Linux's VmHWM is read first: ru_maxrss can include the RSS of the process this one was forked
+    from before its exec.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

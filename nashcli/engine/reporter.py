@@ -21,7 +21,7 @@ class Reporter(Protocol):
         """After an evaluation: step, val_loss, val_perplexity, val_accuracy, val_tokens, is_best."""
 
     def on_checkpoint(self, path: Path) -> None:
-        """After a checkpoint folder was written."""
+        """After a checkpoint folder was written (once per name: last, best, step_NNNNNN)."""
 
     def on_end(self, summary: dict) -> None:
         """When training stops (finished or interrupted): the summary.json contents, plus

@@ -3,7 +3,6 @@ or many under torchrun (DDP). `train(config)` wires the parts together and runs 
 
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +19,7 @@ from nashcli.engine.checkpoint import (
     prune_step_checkpoints,
     save_checkpoint,
 )
+from nashcli.engine.compile import compile_model
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
 from nashcli.engine.evaluate import evaluate
 from nashcli.engine.optim import build_optimizer, set_learning_rate
@@ -55,7 +55,9 @@ def train(
     try:
         opened = open_run(config, context, resume, overwrite, name_prefix)
         main_reporter = reporter if (reporter is not None and context.is_main) else SilentReporter()
-        return Trainer(opened, context, main_reporter).run()
+        summary = Trainer(opened, context, main_reporter).run()
+        dist_ops.barrier(context)  # no process tears the group down while another still uses it
+        return summary
     finally:
         teardown_distributed(context)
 
@@ -80,7 +82,7 @@ class Trainer:
         seed_everything(train_config.seed + context.rank)  # dropout differs between processes
         if opened.resume_dir is not None:
             self._load_state(opened.resume_dir)  # last: it restores the RNG states too
-        self.compiled = _maybe_compile(self.model, train_config.compile)
+        self.compiled = compile_model(self.model) if train_config.compile else self.model
         self.train_model = dist_ops.wrap_model(self.compiled, context)
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.max_seq_len)
         self.peak_flops = peak_flops(context.device, self.precision) * context.world_size
@@ -209,9 +211,10 @@ class Trainer:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": self.config.model_dump(mode="json"),
         }
-        path = save_checkpoint(self.layout.checkpoints_dir, names, self.model, state, meta)
+        save_checkpoint(self.layout.checkpoints_dir, names, self.model, state, meta)
         prune_step_checkpoints(self.layout, self.config.train.keep_checkpoints)
-        self.reporter.on_checkpoint(path)
+        for name in names:
+            self.reporter.on_checkpoint(self.layout.checkpoint_dir(name))
 
     def _load_state(self, checkpoint_dir: Path) -> None:
         state = load_training_state(checkpoint_dir)
@@ -274,19 +277,6 @@ class Trainer:
         world_size = self.context.world_size
         launcher = f"torchrun --nproc_per_node={world_size} -m nashcli" if world_size > 1 else "nash"
         return f"{launcher} train --resume {self.layout.root}"
-
-
-def _maybe_compile(model: torch.nn.Module, compile_model: bool) -> torch.nn.Module:
-    if not compile_model:
-        return model
-    # Without a working C++ toolchain (common on CPU-only machines) compilation fails on the first
-    # call; falling back to eager keeps the run going, with dynamo's own warning in the log.
-    torch._dynamo.config.suppress_errors = True
-    try:
-        return torch.compile(model)
-    except Exception as error:  # torch.compile itself refusing (e.g. an unsupported Python version)
-        warnings.warn(f"train.compile=true but torch.compile is unavailable ({error}); training uncompiled")
-        return model
 
 
 def _every(step: int, interval: int) -> bool:

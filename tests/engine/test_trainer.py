@@ -51,6 +51,7 @@ def test_resume_after_ctrl_c_matches_the_uninterrupted_run_bitwise(tiny_config):
     stopped = train(tiny_config("name=resumed", *overrides), reporter=recorder)
     # The Ctrl-C arrives during step 2's report; step 3 finishes and the run saves and stops.
     assert stopped["interrupted"] and stopped["steps"] == 3
+    assert recorder.checkpoints == [Path("runs/resumed/checkpoints/last"), Path("runs/resumed/checkpoints/best")]
     assert recorder.end["resume_command"] == f"nash train --resume {Path('runs/resumed')}"
     assert not Path("runs/resumed/summary.json").exists()
     train(tiny_config(*overrides), resume=Path("runs/resumed"))
