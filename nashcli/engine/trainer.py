@@ -11,6 +11,7 @@ import torch
 from nashcli import __version__
 from nashcli.config import NashConfig
 from nashcli.engine import distributed as dist_ops
+from nashcli.engine.allocator import keep_freed_memory
 from nashcli.engine.batches import build_batches
 from nashcli.engine.checkpoint import (
     checkpoint_names,
@@ -70,6 +71,8 @@ class Trainer:
         self.config, self.layout = opened.config, opened.layout
         train_config = self.config.train
         self.precision = resolve_precision(train_config.precision, context.device)
+        if context.device.type == "cpu":
+            keep_freed_memory()
         seed_everything(train_config.seed)  # the same initial weights on every process
         self.model = GPT(self.config.model)
         if opened.weights is not None:
