@@ -10,6 +10,7 @@ from typing import Optional
 
 from rich.progress import Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from nashcli.cli.console import console, format_value, make_progress
 
@@ -45,7 +46,9 @@ class TrainingDisplay:
         ]
         console.print(_facts_table(None, rows))
         for note in info["notes"]:
-            console.print(f"[dim]{note}[/]")
+            console.print(Text(note, style="dim"))
+        if info["sft_preview"] is not None:
+            _print_sft_preview(info["sft_preview"])
         if self.live:
             self.progress = make_progress(
                 TextColumn("loss [bold]{task.fields[loss]}"),
@@ -122,3 +125,12 @@ def _facts_table(title: Optional[str], rows: list[list]) -> Table:
     for name, value in rows:
         table.add_row(name, format_value(value))
     return table
+
+
+def _print_sft_preview(preview: dict) -> None:
+    """One training example with the tokens that carry loss highlighted, and the example counts."""
+    console.print(
+        f"SFT: {preview['examples']:,} examples kept, {preview['truncated']:,} truncated (prompt start dropped), "
+        f"{preview['skipped']:,} skipped. One example, [dim]prompt (no loss)[/] and [bold green]trained tokens[/]:"
+    )
+    console.print(Text.assemble((preview["prompt"], "dim"), (preview["completion"], "bold green")))

@@ -5,7 +5,7 @@ training loop does not know which one it runs.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from nashcli.config import NashConfig
 from nashcli.engine.distributed import DistributedContext
@@ -18,6 +18,9 @@ class RunBatches:
     val: Any  # the same kind, over the validation split: eval_batches(n)
     description: str  # one line for the display, e.g. "shakespeare (301,966 train tokens)"
     notes: list[str] = field(default_factory=list)  # warnings about the data, one line each
+    # SFT only: one training example as {"prompt", "completion"} text (the completion, with its
+    # <|endoftext|>, is what carries loss) and the counts {"examples", "truncated", "skipped"}.
+    sft_preview: Optional[dict] = None
 
 
 def build_batches(config: NashConfig, context: DistributedContext) -> RunBatches:
@@ -70,4 +73,13 @@ def _sft_batches(config: NashConfig, context: DistributedContext) -> RunBatches:
         f"{data.sft_file} ({len(train_examples):,} train / {len(val_examples):,} val examples; "
         f"{stats.completion_tokens:,} trained and {stats.prompt_tokens:,} prompt tokens)"
     )
-    return RunBatches(SFTBatches(train_examples, **common), SFTBatches(val_examples, **common), description, notes)
+    example = train_examples[0]
+    preview = {
+        "prompt": tokenizer.decode(example.tokens[: example.num_prompt_tokens].tolist()),
+        "completion": tokenizer.decode(example.tokens[example.num_prompt_tokens :].tolist()),
+        "examples": stats.examples,
+        "truncated": stats.truncated,
+        "skipped": stats.skipped,
+    }
+    train, val = SFTBatches(train_examples, **common), SFTBatches(val_examples, **common)
+    return RunBatches(train, val, description, notes, preview)

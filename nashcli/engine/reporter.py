@@ -11,7 +11,9 @@ class Reporter(Protocol):
     def on_start(self, info: dict) -> None:
         """Before the first step: run_dir, device, precision, parameters, start_step, max_steps,
         tokens_per_step (global), world_size, batch_size, grad_accum_steps, seq_len, resumed_from,
-        init_from, notes (list of one-line remarks, e.g. a model shape taken from the weights)."""
+        init_from, notes (list of one-line remarks, e.g. a model shape taken from the weights),
+        sft_preview (None, or for SFT one example's "prompt" and "completion" text and the
+        "examples", "truncated" and "skipped" counts)."""
 
     def on_step(self, metrics: dict) -> None:
         """After every optimizer step: step, tokens, train_loss, lr, grad_norm, tokens_per_s, mfu,

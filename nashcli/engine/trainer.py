@@ -255,6 +255,7 @@ class Trainer:
             "init_from": self.opened.weights.source if self.opened.weights else None,
             "peak_flops": self.peak_flops,
             "notes": self.opened.notes + self.batches.notes,
+            "sft_preview": self.batches.sft_preview,
         }
 
     def _summary(self) -> dict:

@@ -96,3 +96,18 @@ def test_default_run_name_is_the_preset_and_a_timestamp(tiny_dataset):
     assert result.exit_code == 0, result.output
     (run,) = Path("runs").iterdir()
     assert run.name.startswith("tiny-") and (run / "summary.json").is_file()
+
+
+def test_sft_from_a_pretrained_run_previews_which_tokens_carry_loss(tiny_dataset):
+    base = runner.invoke(app, ["train", "--run", "base", "--quiet", *settings(tiny_dataset, "train.max_steps=2")])
+    assert base.exit_code == 0, base.output
+    lines = [json.dumps({"prompt": f"Q: {n} + 1?\nA:", "completion": f" {n + 1}"}) for n in range(20)]
+    Path("sft.jsonl").write_text("\n".join(lines) + "\n")
+    sft = ["--set", "data.sft_file=sft.jsonl", "--set", "train.max_steps=2", "--set", "train.warmup_steps=1"]
+    sft += ["--set", "train.batch_size=2", "--set", "train.grad_accum_steps=1", "--set", "train.eval_batches=1"]
+    result = runner.invoke(app, ["train", "--preset", "sft", "--init-from", "runs/base", "--run", "tuned", *sft])
+    assert result.exit_code == 0, result.output
+    assert "SFT: 20 examples kept, 0 truncated (prompt start dropped), 0 skipped" in result.output
+    assert "<|endoftext|>" in result.output and "Q: " in result.output
+    assert "model shape from runs/base: 2 layers, 2 heads, 32 wide, context 16" in result.output
+    assert [r["step"] for r in read_metrics(Path("runs/tuned/metrics.jsonl")) if "val_loss" in r] == [2]
