@@ -45,7 +45,7 @@ def setup_distributed(device_setting: str) -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _pick_device(device_setting, local_rank, world_size)
+    device = pick_device(device_setting, local_rank, world_size)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -59,7 +59,9 @@ def teardown_distributed(context: DistributedContext) -> None:
         dist.destroy_process_group()
 
 
-def _pick_device(setting: str, local_rank: int, world_size: int) -> torch.device:
+def pick_device(setting: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """The device for train.device-style `setting` (auto, cpu, mps, cuda, cuda:N) in this process;
+    NashError when the asked-for device is not available."""
     if setting == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
