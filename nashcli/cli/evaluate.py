@@ -1,11 +1,41 @@
-"""`nash eval`."""
+"""`nash eval`: how good is a model on validation data."""
 
-from nashcli.errors import NashError
+import json
+from typing import Optional
+
+import typer
+
+from nashcli.cli.console import console, make_progress, make_table
 
 
-def command() -> None:
-    """Evaluate a run or checkpoint on validation data: loss, perplexity, accuracy.
+def command(
+    source: str = typer.Argument(..., help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID."),
+    checkpoint: Optional[str] = typer.Option(
+        None, "--checkpoint", help="Which checkpoint of a run: best or last (default: best if it exists)."
+    ),
+    data: Optional[str] = typer.Option(None, "--data", help="Another prepared dataset (name or folder)."),
+    split: str = typer.Option("val", "--split", help="val or train."),
+    max_batches: Optional[int] = typer.Option(
+        None, "--max-batches", min=1, help="Batches to evaluate (default: the run's train.eval_batches)."
+    ),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Sequences per batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Evaluate a model: loss, perplexity and next-token accuracy over the split's target tokens.
 
-    Example: nash eval runs/tiny --json
+    The batches are fixed, so the same checkpoint and data always give the same numbers.
+
+    Example: nash eval runs/demo --max-batches 50 --json
     """
-    raise NashError("`nash eval` is not built yet")
+    from nashcli.engine.loading import EvalRequest, prepare_evaluation
+
+    evaluation = prepare_evaluation(EvalRequest(source, checkpoint, data, split, max_batches, batch_size, device))
+    with make_progress(quiet=as_json) as progress:
+        task = progress.add_task("evaluating", total=evaluation.num_batches)
+        results = evaluation.run(on_batch=lambda done: progress.update(task, completed=done))
+    if as_json:
+        print(json.dumps(results))
+        return
+    rows = [[name, results[name]] for name in ("val_loss", "perplexity", "accuracy", "tokens")]
+    console.print(make_table(f"{source} ({split})", ["metric", "value"], rows))

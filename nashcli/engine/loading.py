@@ -4,7 +4,9 @@ What `nash eval`, `nash generate` and `nash export` stand on.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
+
+import torch
 
 from nashcli.config import NashConfig
 from nashcli.engine.batches import build_batches
@@ -56,11 +58,31 @@ class EvalRequest:
     device: str = "auto"
 
 
-def evaluate_source(request: EvalRequest, on_batch: Optional[Callable[[int, int], None]] = None) -> dict:
-    """Loss, perplexity, accuracy and token count of a model on a split of its data (or another).
+@dataclass
+class Evaluation:
+    """A model and the fixed batches to measure it on; `run` does the work."""
+
+    model: GPT
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    num_batches: int
+    autocast: Callable
+
+    def run(self, on_batch: Optional[Callable[[int], None]] = None) -> dict:
+        """{"val_loss", "perplexity", "accuracy", "tokens"}; `on_batch(done)` after each batch."""
+        device = next(self.model.parameters()).device
+        metrics = evaluate(self.model, _counted(self.batches, on_batch), device=device, autocast=self.autocast)
+        return {
+            "val_loss": metrics["val_loss"],
+            "perplexity": metrics["val_perplexity"],
+            "accuracy": metrics["val_accuracy"],
+            "tokens": metrics["val_tokens"],
+        }
+
+
+def prepare_evaluation(request: EvalRequest) -> Evaluation:
+    """Load the model and its data for `nash eval` (the run's own dataset and config by default).
 
     Deterministic: the batches are the data's fixed evaluation batches, whatever the training state.
-    `on_batch(done, total)` is called after each batch (for a progress bar).
     """
     from nashcli.engine.precision import resolve_precision
 
@@ -69,32 +91,25 @@ def evaluate_source(request: EvalRequest, on_batch: Optional[Callable[[int, int]
     model, config = load_model(request.source, request.checkpoint, request.device)
     updates: dict = {}
     if request.dataset is not None:
-        updates["data"] = config.data.model_copy(update={"dataset": request.dataset, "sft_file": None})
+        updates["data"] = config.data.model_copy(
+            update={"dataset": request.dataset, "sft_file": None, "sft_val_file": None}
+        )
     elif config.data.dataset is None and not config.is_sft:
         raise NashError(f"{request.source} names no dataset of its own: pass --data NAME_OR_DIR")
-    train_settings = {"batch_size": request.batch_size} if request.batch_size else {}
-    updates["train"] = config.train.model_copy(update=train_settings)
+    if request.batch_size is not None:
+        updates["train"] = config.train.model_copy(update={"batch_size": request.batch_size})
     config = config.model_copy(update=updates)
 
     device = next(model.parameters()).device
     single_process = DistributedContext(rank=0, local_rank=0, world_size=1, device=device)
     batches = getattr(build_batches(config, single_process), request.split)
-    precision = resolve_precision(config.train.precision, device)
     num_batches = request.max_batches or config.train.eval_batches
-    metrics = evaluate(
-        model, _counted(batches.eval_batches(num_batches), num_batches, on_batch), device=device, autocast=precision.autocast
-    )
-    return {
-        "val_loss": metrics["val_loss"],
-        "perplexity": metrics["val_perplexity"],
-        "accuracy": metrics["val_accuracy"],
-        "tokens": metrics["val_tokens"],
-    }
+    precision = resolve_precision(config.train.precision, device)
+    return Evaluation(model, batches.eval_batches(num_batches), num_batches, precision.autocast)
 
 
-
-def _counted(batches: Iterator, total: int, on_batch: Optional[Callable[[int, int], None]]) -> Iterator:
+def _counted(batches: Iterable, on_batch: Optional[Callable[[int], None]]) -> Iterator:
     for done, batch in enumerate(batches, start=1):
         yield batch
         if on_batch is not None:
-            on_batch(done, total)
+            on_batch(done)
