@@ -123,10 +123,11 @@ class Trainer:
         finally:
             metrics.close()
         summary = self._summary()
-        if self.context.is_main and not stopping:
+        interrupted = progress.step < train_config.max_steps
+        if self.context.is_main and not interrupted:
             self.layout.write_summary(summary)
-        self.reporter.on_end({**summary, "interrupted": stopping, "resume_command": self._resume_command()})
-        return {**summary, "interrupted": stopping}
+        self.reporter.on_end({**summary, "interrupted": interrupted, "resume_command": self._resume_command()})
+        return {**summary, "interrupted": interrupted}
 
     def _train_step(self, stop: StopRequests, metrics: MetricsLogger) -> bool:
         """One optimizer step; returns whether any process asked to stop."""
