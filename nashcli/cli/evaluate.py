@@ -19,6 +19,9 @@ def command(
         None, "--max-batches", min=1, help="Batches to evaluate (default: the run's train.eval_batches)."
     ),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Sequences per batch."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp32, bf16, fp16 or auto (default: the run's own train.precision)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
@@ -30,7 +33,7 @@ def command(
     """
     from nashcli.engine.loading import EvalRequest, prepare_evaluation
 
-    evaluation = prepare_evaluation(EvalRequest(source, checkpoint, data, split, max_batches, batch_size, device))
+    evaluation = prepare_evaluation(EvalRequest(source, checkpoint, data, split, max_batches, batch_size, precision, device))
     with make_progress(quiet=as_json) as progress:
         task = progress.add_task("evaluating", total=evaluation.num_batches)
         results = evaluation.run(on_batch=lambda done: progress.update(task, completed=done))

@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 
 from nashcli.config import NashConfig
+from nashcli.config.overrides import apply_overrides, build_config
 from nashcli.engine.batches import build_batches
 from nashcli.engine.checkpoint import load_checkpoint_model, resolve_checkpoint_dir
 from nashcli.engine.distributed import DistributedContext, pick_device
@@ -55,6 +56,7 @@ class EvalRequest:
     split: str = "val"
     max_batches: Optional[int] = None  # default: the run's train.eval_batches
     batch_size: Optional[int] = None
+    precision: Optional[str] = None
     device: str = "auto"
 
 
@@ -89,16 +91,16 @@ def prepare_evaluation(request: EvalRequest) -> Evaluation:
     if request.split not in ("train", "val"):
         raise NashError(f"--split {request.split!r}: choose train or val")
     model, config = load_model(request.source, request.checkpoint, request.device)
-    updates: dict = {}
+    overrides = []
     if request.dataset is not None:
-        updates["data"] = config.data.model_copy(
-            update={"dataset": request.dataset, "sft_file": None, "sft_val_file": None}
-        )
+        overrides += [("data.dataset", request.dataset), ("data.sft_file", None), ("data.sft_val_file", None)]
     elif config.data.dataset is None and not config.is_sft:
         raise NashError(f"{request.source} names no dataset of its own: pass --data NAME_OR_DIR")
     if request.batch_size is not None:
-        updates["train"] = config.train.model_copy(update={"batch_size": request.batch_size})
-    config = config.model_copy(update=updates)
+        overrides.append(("train.batch_size", request.batch_size))
+    if request.precision is not None:
+        overrides.append(("train.precision", request.precision))
+    config = build_config(apply_overrides(config.model_dump(mode="json"), overrides), source="nash eval")
 
     device = next(model.parameters()).device
     single_process = DistributedContext(rank=0, local_rank=0, world_size=1, device=device)

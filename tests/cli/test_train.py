@@ -1,53 +1,40 @@
 """`nash train` end to end through the CLI on a tiny prepared corpus."""
 
-import gzip
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from nashcli.assets import SHAKESPEARE_PATH
-
 from nashcli.cli.app import app
 from nashcli.runs.metrics import read_metrics
 
 runner = CliRunner()
-TINY_MODEL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=32", "model.d_ff=64", "model.max_seq_len=16"]
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """Paragraphs of one play, prepared by `nash prepare` itself."""
-    with gzip.open(SHAKESPEARE_PATH, "rt", encoding="utf-8") as file:
-        text = json.loads(file.readline())["text"][:60_000]
-    folder = tmp_path_factory.mktemp("cli-corpus")
-    (folder / "play.txt").write_text(text, encoding="utf-8")
-    out = folder / "tiny"
-    result = runner.invoke(
-        app, ["prepare", str(folder / "play.txt"), "--out", str(out), "--split-blank-lines", "--val-fraction", "0.1", "-q"]
-    )
-    assert result.exit_code == 0, result.output
-    return out
+@pytest.fixture
+def train_args(tiny_dataset, tiny_model_settings):
+    """train_args(*overrides) -> `--set` arguments that train the tiny model on the tiny corpus."""
+
+    def make(*extra: str) -> list[str]:
+        values = tiny_model_settings + [
+            f"data.dataset={tiny_dataset}",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.warmup_steps=1",
+            "train.eval_interval=2",
+            "train.eval_batches=2",
+            "train.checkpoint_interval=2",
+            "metrics.log_interval=1",
+            *extra,
+        ]
+        return [arg for value in values for arg in ("--set", value)]
+
+    return make
 
 
-def settings(dataset: Path, *extra: str) -> list[str]:
-    values = TINY_MODEL + [
-        f"data.dataset={dataset}",
-        "train.batch_size=4",
-        "train.max_steps=4",
-        "train.warmup_steps=1",
-        "train.eval_interval=2",
-        "train.eval_batches=2",
-        "train.checkpoint_interval=2",
-        "metrics.log_interval=1",
-        *extra,
-    ]
-    return [arg for value in values for arg in ("--set", value)]
-
-
-def test_train_writes_config_metrics_checkpoints_summary_and_wandb_offline(tiny_dataset):
-    result = runner.invoke(app, ["train", "--run", "demo", *settings(tiny_dataset, "metrics.wandb=offline")])
+def test_train_writes_config_metrics_checkpoints_summary_and_wandb_offline(train_args):
+    result = runner.invoke(app, ["train", "--run", "demo", *train_args("metrics.wandb=offline")])
     assert result.exit_code == 0, result.output
     run = Path("runs/demo")
     assert "name: demo" in (run / "config.yaml").read_text()
@@ -66,8 +53,8 @@ def test_train_writes_config_metrics_checkpoints_summary_and_wandb_offline(tiny_
     assert "step 4/4" in result.output
 
 
-def test_resume_continues_a_run_with_its_own_config(tiny_dataset):
-    first = runner.invoke(app, ["train", "--run", "demo", "--quiet", *settings(tiny_dataset)])
+def test_resume_continues_a_run_with_its_own_config(train_args):
+    first = runner.invoke(app, ["train", "--run", "demo", "--quiet", *train_args()])
     assert first.exit_code == 0, first.output
     assert "eval step" not in first.output and "run runs/demo" in first.output  # quiet: the summary only
     resumed = runner.invoke(app, ["train", "--resume", "runs/demo", "--set", "train.max_steps=6"])
@@ -77,29 +64,29 @@ def test_resume_continues_a_run_with_its_own_config(tiny_dataset):
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_taken_run_name_and_resume_with_a_preset_are_one_line_errors(tiny_dataset):
-    assert runner.invoke(app, ["train", "--run", "demo", "--quiet", *settings(tiny_dataset)]).exit_code == 0
-    taken = runner.invoke(app, ["train", "--run", "demo", *settings(tiny_dataset)])
+def test_a_taken_run_name_and_resume_with_a_preset_are_one_line_errors(train_args):
+    assert runner.invoke(app, ["train", "--run", "demo", "--quiet", *train_args()]).exit_code == 0
+    taken = runner.invoke(app, ["train", "--run", "demo", *train_args()])
     assert taken.exit_code == 2
     assert taken.output.strip().splitlines() == [
         "error: run folder runs/demo already exists: resume it with `nash train --resume runs/demo`, choose "
         "another name with --run, or replace it with --overwrite"
     ]
-    replaced = runner.invoke(app, ["train", "--run", "demo", "--overwrite", "--quiet", *settings(tiny_dataset)])
+    replaced = runner.invoke(app, ["train", "--run", "demo", "--overwrite", "--quiet", *train_args()])
     assert replaced.exit_code == 0, replaced.output
     both = runner.invoke(app, ["train", "--resume", "runs/demo", "--preset", "tiny"])
     assert both.exit_code == 2 and "--resume continues a run with its own config" in both.output
 
 
-def test_default_run_name_is_the_preset_and_a_timestamp(tiny_dataset):
-    result = runner.invoke(app, ["train", "--preset", "tiny", "--quiet", *settings(tiny_dataset, "train.max_steps=1")])
+def test_default_run_name_is_the_preset_and_a_timestamp(train_args):
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--quiet", *train_args("train.max_steps=1")])
     assert result.exit_code == 0, result.output
     (run,) = Path("runs").iterdir()
     assert run.name.startswith("tiny-") and (run / "summary.json").is_file()
 
 
-def test_sft_from_a_pretrained_run_previews_which_tokens_carry_loss(tiny_dataset):
-    base = runner.invoke(app, ["train", "--run", "base", "--quiet", *settings(tiny_dataset, "train.max_steps=2")])
+def test_sft_from_a_pretrained_run_previews_which_tokens_carry_loss(train_args):
+    base = runner.invoke(app, ["train", "--run", "base", "--quiet", *train_args("train.max_steps=2")])
     assert base.exit_code == 0, base.output
     lines = [json.dumps({"prompt": f"Q: {n} + 1?\nA:", "completion": f" {n + 1}"}) for n in range(20)]
     Path("sft.jsonl").write_text("\n".join(lines) + "\n")
