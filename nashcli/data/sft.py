@@ -28,7 +28,6 @@ to the completion (counted and warned about). An example whose completion + `<|e
 does not fit leaves no room for any prompt: it is skipped and counted.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from nashcli.data.order import EpochOrder, fixed_indices
+from nashcli.data.sources import read_jsonl_records
 from nashcli.data.tokenizer import Tokenizer
 from nashcli.errors import NashError
 from nashcli.model.gpt import IGNORE_INDEX
@@ -128,22 +128,13 @@ def _read_prompt_completion_pairs(path: Path) -> tuple[list[int], list[str], lis
     lines: list[int] = []
     prompts: list[str] = []
     completions: list[str] = []
-    try:
-        file = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise NashError(f"SFT file {path} does not exist: check data.sft_file / data.sft_val_file") from None
-    with file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise NashError(f"{path} line {line_number}: not valid JSON ({error.msg}): fix or remove the line") from None
-            prompt, completion = _example_texts(record, f"{path} line {line_number}")
-            lines.append(line_number)
-            prompts.append(prompt)
-            completions.append(completion)
+    if not path.is_file():
+        raise NashError(f"SFT file {path} does not exist: check data.sft_file / data.sft_val_file")
+    for line_number, record in read_jsonl_records(path):
+        prompt, completion = _example_texts(record, f"{path} line {line_number}")
+        lines.append(line_number)
+        prompts.append(prompt)
+        completions.append(completion)
     return lines, prompts, completions
 
 

@@ -273,26 +273,32 @@ def read_blank_line_documents(path: Path) -> Iterator[Piece]:
         yield "".join(lines).rstrip("\n"), True
 
 
-def read_jsonl_documents(path: Path, text_field: str) -> Iterator[Piece]:
-    """One document per JSON line, from `text_field`; a bad line is a NashError naming file and line."""
+def read_jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) of each non-blank line of a .jsonl (or .jsonl.gz) file; a line that
+    is not JSON is a NashError naming the file and line."""
     with _open_text(path) as file:
         for line_number, line in enumerate(_lines_or_explain(path, file), start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield line_number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise NashError(f"{path} line {line_number}: not valid JSON ({error.msg}): fix or remove the line") from None
-            if not isinstance(record, dict) or text_field not in record:
-                fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise NashError(
-                    f"{path} line {line_number}: no '{text_field}' field (found: {fields}): pass --text-field NAME"
-                )
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise NashError(f"{path} line {line_number}: '{text_field}' is {type(text).__name__}, not a string")
-            if text:
-                yield text, True
+
+
+def read_jsonl_documents(path: Path, text_field: str) -> Iterator[Piece]:
+    """One document per JSON line, from `text_field`; a bad line is a NashError naming file and line."""
+    for line_number, record in read_jsonl_records(path):
+        if not isinstance(record, dict) or text_field not in record:
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise NashError(
+                f"{path} line {line_number}: no '{text_field}' field (found: {fields}): pass --text-field NAME"
+            )
+        text = record[text_field]
+        if not isinstance(text, str):
+            raise NashError(f"{path} line {line_number}: '{text_field}' is {type(text).__name__}, not a string")
+        if text:
+            yield text, True
 
 
 def dataset_name(raw: str) -> str:
