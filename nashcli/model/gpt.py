@@ -4,7 +4,7 @@ The architecture is GPT-2's, so its weights load unchanged (nashcli/model/hf.py)
 embeddings, pre-LayerNorm blocks, GELU (tanh approximation) MLP, a final LayerNorm and an LM head
 tied to the token embedding. Biases everywhere, LayerNorm eps 1e-5.
 
-The embedding / LM head has `config.padded_vocab_size` rows (a multiple of 64) because the
+The embedding / LM head has `config.padded_vocab_size` rows (a multiple of 64 by default): the
 logits matmul runs much faster on that shape; the padding rows are zero, never indexed, receive no
 gradient, and no caller ever sees them: logits, the loss and exported weights cover
 `config.vocab_size` entries only.
@@ -103,13 +103,39 @@ class PaddedCrossEntropySum(torch.autograd.Function):
         return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
 
 
+# Products with at most this many rows and no gradient take the few-rows path (decoding, prefill).
+FEW_ROWS = 16
+
+
+def few_rows_matmul(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """rows (N, in) @ weight (in, out) [+ bias] for a few rows, using every core torch may use.
+
+    With few rows the product is a memory-bound read of the weight, and BLAS runs it on a single
+    core: 12 layers 768 wide took 14.5 ms per token with one addmm per weight on a 2-core CPU,
+    whether torch had one thread or two. Cutting the input dimension into one contiguous slab
+    of the weight per thread makes a batched matmul that reads the slabs on all cores (7.3 ms);
+    the slabs' partial products are then summed (same value up to fp32 rounding order). It ran
+    faster up to 16 rows. On a machine whose cores are busy with other work, threads wait for
+    each other and this can be slower than one core: set torch's threads (OMP_NUM_THREADS) to 1.
+    """
+    splits = torch.get_num_threads()
+    in_features, out_features = weight.shape
+    if splits == 1 or in_features % splits or rows.device.type != "cpu":  # GPUs run a gemv on all units
+        return rows @ weight if bias is None else torch.addmm(bias, rows, weight)
+    slabs = rows.view(rows.shape[0], splits, in_features // splits).transpose(0, 1)  # (S, N, in/S)
+    partial = torch.bmm(slabs, weight.view(splits, in_features // splits, out_features))  # (S, N, out)
+    product = partial.sum(dim=0)  # (N, out)
+    return product if bias is None else product.add_(bias)
+
+
 class InOutLinear(nn.Module):
     """y = x @ weight + bias, with `weight` stored (in_features, out_features): GPT-2's own layout
     (its "Conv1D"), not nn.Linear's (out, in).
 
-    Why: decoding multiplies one row by every weight matrix, a memory-bound read; on a 2-core CPU
-    the six layers of a 384-wide model took 1.5 ms per token this way against 2.2 ms with
-    nn.Linear's layout, while training steps (large matmuls) ran at the same speed either way.
+    Why: decoding multiplies one row by every weight matrix, a memory-bound read; on one core of
+    a 2-core CPU the six layers of a 384-wide model took 1.5 ms per token this way against 2.2 ms
+    with nn.Linear's layout, while training matmuls ran at the same speed either way. It also
+    makes Hugging Face GPT-2 weights load without transposes.
     """
 
     def __init__(self, in_features: int, out_features: int):
@@ -118,7 +144,11 @@ class InOutLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)  # (B*T, out)
+        rows = x.reshape(-1, x.shape[-1])  # (B*T, in)
+        if rows.shape[0] <= FEW_ROWS and not torch.is_grad_enabled():
+            y = few_rows_matmul(rows, self.weight, self.bias)
+        else:
+            y = torch.addmm(self.bias, rows, self.weight)  # (B*T, out)
         return y.view(*x.shape[:-1], -1)
 
 
@@ -256,13 +286,16 @@ class GPT(nn.Module):
         """Next-token logits (B, T, vocab_size) from `hidden` (B, T, C).
 
         `decoding` (a few rows, no gradient) multiplies by a contiguous [C, V] copy of the tied
-        weight: for one row, `x @ W.T` over the [V, C] embedding took 4.6 ms on a 2-core CPU against
-        2.5 ms for the copy (50257 x 384); the copy is made once and costs one more head in memory.
+        weight through few_rows_matmul: for one row, `x @ W.T` over the [V, C] embedding took 4.6 ms
+        on a 2-core CPU and `x @ W` over the copy 2.5 ms (50257 x 384, fp32, one core either way).
+        The copy costs one more head in memory while decoding.
         """
+        vocab_size = self.config.vocab_size
         if decoding and not torch.is_grad_enabled():
-            return hidden @ self._decoding_head()  # (B, T, V)
+            rows = hidden.reshape(-1, hidden.shape[-1])  # (N, C)
+            return few_rows_matmul(rows, self._decoding_head()).view(*hidden.shape[:-1], vocab_size)
         # Padded matmul (fast shape), then a view of the real columns: no copy of the logits.
-        return F.linear(hidden, self.token_embedding.weight)[..., : self.config.vocab_size]  # (B, T, V)
+        return F.linear(hidden, self.token_embedding.weight)[..., :vocab_size]  # (B, T, V)
 
     def loss_sum(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sum of fp32 cross-entropy over targets != IGNORE_INDEX, from `hidden` (B, T, C)."""

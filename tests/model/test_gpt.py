@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nashcli.config.models import ModelConfig
-from nashcli.model.gpt import GPT, IGNORE_INDEX, count_parameters, flops_per_token
+from nashcli.model.gpt import GPT, IGNORE_INDEX, count_parameters, few_rows_matmul, flops_per_token
 
 # vocab 100 pads to 128 rows, so every test also exercises the padding.
 TINY = ModelConfig(n_layers=2, n_heads=2, d_model=32, d_ff=128, vocab_size=100, max_seq_len=32)
@@ -186,3 +186,17 @@ def test_decoding_head_follows_weight_updates():
         model.token_embedding.weight.mul_(2.0)
         decoded = model(idx, kv_cache=model.new_kv_cache(1))
     torch.testing.assert_close(decoded, model(idx))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])  # 5 does not divide 48: the plain product
+def test_few_rows_matmul_equals_addmm_whatever_the_thread_count(threads):
+    generator = torch.Generator().manual_seed(0)
+    rows, weight, bias = (torch.randn(*shape, generator=generator) for shape in [(3, 48), (48, 20), (20,)])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with_bias, without_bias = few_rows_matmul(rows, weight, bias), few_rows_matmul(rows, weight)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(with_bias, torch.addmm(bias, rows, weight))
+    torch.testing.assert_close(without_bias, rows @ weight)
