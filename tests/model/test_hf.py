@@ -171,3 +171,11 @@ def test_count_parameters_agrees_with_transformers_for_gpt2_124m_shape():
     with torch.device("meta"):
         reference = transformers.GPT2LMHeadModel(transformers.GPT2Config())
     assert count_parameters(ModelConfig()) == reference.num_parameters() == 124_439_808
+
+
+def test_sharded_safetensors_load(hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path / "sharded", max_shard_size="50KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    with torch.no_grad():
+        idx = torch.tensor([PROMPT])
+        torch.testing.assert_close(load_nash(tmp_path / "sharded")(idx), hf_model(idx).logits, atol=1e-4, rtol=0)
