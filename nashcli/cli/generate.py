@@ -30,8 +30,8 @@ def command(
 ) -> None:
     """Generate text with the KV cache, streaming tokens as they come.
 
-    At the model's context length the window slides: the oldest tokens drop out and the cache is
-    rebuilt from the most recent ones.
+    At the model's context length the window slides: the newest half of the context is kept and the
+    cache rebuilt from it once, so long generations stay fast (learned positions cannot be shifted).
 
     Example: nash generate runs/demo --prompt "ROMEO:" --max-tokens 100 --seed 0
     """
