@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import tiktoken
 
-from nashcli.data.sources import Piece
+from nashcli.data.text_files import Piece
 
 MAX_SEGMENT_CHARS = 1 << 20
 # Segments are handed to the pool in chunks of about this many characters (~80k tokens): big enough

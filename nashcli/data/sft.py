@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from nashcli.data.order import EpochOrder, fixed_indices
-from nashcli.data.sources import read_jsonl_records
+from nashcli.data.text_files import read_jsonl_records
 from nashcli.data.tokenizer import Tokenizer
 from nashcli.errors import NashError
-from nashcli.model.gpt import IGNORE_INDEX
+from nashcli.model.loss import IGNORE_INDEX
 
 CHAT_ROLES = ("system", "user", "assistant")
 # Evaluation examples come from a fixed seed, not the run's, so runs are compared on the same examples.

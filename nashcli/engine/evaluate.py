@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nashcli.model.gpt import IGNORE_INDEX
+from nashcli.model.loss import IGNORE_INDEX
 
 
 @torch.no_grad()

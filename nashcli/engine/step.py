@@ -15,7 +15,7 @@ from torch import nn
 
 from nashcli.engine.distributed import DistributedContext, all_reduce_sum, gradient_sync
 from nashcli.engine.precision import Precision
-from nashcli.model.gpt import IGNORE_INDEX
+from nashcli.model.loss import IGNORE_INDEX
 
 MicroBatch = tuple[torch.Tensor, torch.Tensor]  # inputs, targets: (B, T) int64 each
 

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nashcli.config.models import ModelConfig
+from nashcli.model.layers import InOutLinear, few_rows_matmul
+from nashcli.model.loss import PaddedCrossEntropySum
 
-IGNORE_INDEX = -100  # targets with this value carry no loss (SFT prompts and padding)
 INIT_STD = 0.02  # GPT-2's initializer range
 
 
@@ -53,105 +54,6 @@ class KVCache:
     def reset(self) -> None:
         """Forget every position (the tensors are reused; stale values are never read)."""
         self.length = 0
-
-
-class PaddedCrossEntropySum(torch.autograd.Function):
-    """Sum over rows with target != IGNORE_INDEX of cross-entropy over the first `vocab_size` columns
-    of `logits` (N, padded V), computed in fp32 whatever the logits' dtype.
-
-    F.cross_entropy would need the real columns as a contiguous copy, an fp32 copy under autocast,
-    and keeps its fp32 log-probabilities for backward: about three full-size tensors next to the
-    logits, which dominate a small model's memory. This keeps only the logits and one log-sum-exp
-    per row, works through fp32 copies of a few rows at a time, and writes the gradient in the
-    logits' dtype (where autocast would have cast it anyway); the padding columns get zero gradient.
-    Measured on a forward + backward of 4 layers, 256 wide, 8 x 256 tokens (CPU, one thread):
-    memory above the model 1.34 -> 0.83 GB and 1.62 -> 0.98 s in bf16, 1.39 -> 1.18 GB in fp32.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
-        kept = targets != IGNORE_INDEX  # (N,)
-        safe_targets = targets.masked_fill(~kept, 0)  # gather needs a valid column on ignored rows too
-        log_sum_exp = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)  # (N,)
-        for rows in PaddedCrossEntropySum._row_chunks(logits, vocab_size):
-            log_sum_exp[rows] = torch.logsumexp(logits[rows, :vocab_size].float(), dim=-1)
-        target_logits = logits.gather(1, safe_targets[:, None]).squeeze(1).float()  # (N,)
-        ctx.save_for_backward(logits, safe_targets, kept, log_sum_exp)
-        ctx.vocab_size = vocab_size
-        return ((log_sum_exp - target_logits) * kept).sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss: torch.Tensor):
-        logits, safe_targets, kept, log_sum_exp = ctx.saved_tensors
-        vocab_size = ctx.vocab_size
-        grad = torch.empty_like(logits)  # (N, padded V)
-        grad[:, vocab_size:] = 0
-        row_scale = kept.float() * grad_loss  # (N,): d loss / d row loss
-        for rows in PaddedCrossEntropySum._row_chunks(logits, vocab_size):
-            # d(logsumexp - target logit)/d logits = softmax - one_hot(target)
-            probabilities = (logits[rows, :vocab_size].float() - log_sum_exp[rows, None]).exp_()  # (n, V)
-            probabilities.scatter_add_(1, safe_targets[rows, None], -torch.ones_like(log_sum_exp[rows, None]))
-            grad[rows, :vocab_size] = probabilities.mul_(row_scale[rows, None])
-        return grad, None, None
-
-    @staticmethod
-    def _row_chunks(logits: torch.Tensor, vocab_size: int) -> list[slice]:
-        # CPU: fp32 temporaries of 16 MB keep peak memory low and were faster than whole-tensor ops.
-        # GPUs: every chunk costs about ten kernel launches, so chunks are large (512 MB in fp32).
-        chunk_elements = 1 << 22 if logits.device.type == "cpu" else 1 << 27
-        step = max(1, chunk_elements // vocab_size)
-        num_rows = logits.shape[0]
-        return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
-
-
-# Products with at most this many rows and no gradient take the few-rows path (decoding, prefill).
-FEW_ROWS = 16
-
-
-def few_rows_matmul(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """rows (N, in) @ weight (in, out) [+ bias] for a few rows, using every core torch may use.
-
-    With few rows the product is a memory-bound read of the weight, and BLAS runs it on a single
-    core: 12 layers 768 wide took 14.5 ms per token with one addmm per weight on a 2-core CPU,
-    whether torch had one thread or two. Cutting the input dimension into one contiguous slab
-    of the weight per thread makes a batched matmul that reads the slabs on all cores (7.3 ms);
-    the slabs' partial products are then summed (same value up to fp32 rounding order). It ran
-    faster up to 16 rows. On a machine whose cores are busy with other work, threads wait for
-    each other and this can be slower than one core: set torch's threads (OMP_NUM_THREADS) to 1.
-    """
-    splits = torch.get_num_threads()
-    in_features, out_features = weight.shape
-    if splits == 1 or in_features % splits or rows.device.type != "cpu":  # GPUs run a gemv on all units
-        return rows @ weight if bias is None else torch.addmm(bias, rows, weight)
-    slabs = rows.view(rows.shape[0], splits, in_features // splits).transpose(0, 1)  # (S, N, in/S)
-    partial = torch.bmm(slabs, weight.view(splits, in_features // splits, out_features))  # (S, N, out)
-    product = partial.sum(dim=0)  # (N, out)
-    return product if bias is None else product.add_(bias)
-
-
-class InOutLinear(nn.Module):
-    """y = x @ weight + bias, with `weight` stored (in_features, out_features): GPT-2's own layout
-    (its "Conv1D"), not nn.Linear's (out, in).
-
-    Why: decoding multiplies one row by every weight matrix, a memory-bound read; on one core of
-    a 2-core CPU the six layers of a 384-wide model took 1.5 ms per token this way against 2.2 ms
-    with nn.Linear's layout, while training matmuls ran at the same speed either way. It also
-    makes Hugging Face GPT-2 weights load without transposes.
-    """
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])  # (B*T, in)
-        if rows.shape[0] <= FEW_ROWS and not torch.is_grad_enabled():
-            y = few_rows_matmul(rows, self.weight, self.bias)
-        else:
-            y = torch.addmm(self.bias, rows, self.weight)  # (B*T, out)
-        return y.view(*x.shape[:-1], -1)
 
 
 class CausalSelfAttention(nn.Module):

@@ -1,9 +1,7 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from .corpora import DOCUMENTS, split_documents, split_tokens, write_jsonl
 

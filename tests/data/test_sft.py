@@ -12,7 +12,7 @@ from nashcli.data.sft import (
 )
 from nashcli.data.tokenizer import get_tokenizer
 from nashcli.errors import NashError
-from nashcli.model.gpt import IGNORE_INDEX
+from nashcli.model.loss import IGNORE_INDEX
 
 
 def write_examples(path, records):

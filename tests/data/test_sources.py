@@ -1,19 +1,12 @@
 import gzip
-import json
 import re
 from unittest import mock
 
 import pytest
 
-from nashcli.data import sources
-from nashcli.data.sources import (
-    REGISTRY,
-    DatasetsStream,
-    read_blank_line_documents,
-    read_jsonl_documents,
-    read_text_document,
-    resolve_source,
-)
+from nashcli.data import text_files
+from nashcli.data.sources import REGISTRY, DatasetsStream, resolve_source
+from nashcli.data.text_files import read_blank_line_documents, read_jsonl_documents, read_text_document
 from nashcli.errors import NashError
 
 from .corpora import DOCUMENTS, write_jsonl
@@ -47,7 +40,7 @@ def test_builtin_corpus_is_42_plays():
 
 
 def test_text_file_is_one_document_read_in_pieces(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "PIECE_CHARS", 10)
+    monkeypatch.setattr(text_files, "PIECE_CHARS", 10)
     path = tmp_path / "notes.txt"
     path.write_text("line one\n\nline two is longer\n", encoding="utf-8")
     pieces = list(read_text_document(path))
@@ -56,7 +49,7 @@ def test_text_file_is_one_document_read_in_pieces(tmp_path, monkeypatch):
 
 
 def test_blank_lines_split_documents(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "PIECE_CHARS", 12)
+    monkeypatch.setattr(text_files, "PIECE_CHARS", 12)
     path = tmp_path / "notes.txt"
     path.write_text("\n\nfirst para\nstill first\n\n\n\nsecond\n  \nthird one is long enough to be cut\n", encoding="utf-8")
     assert documents_of(read_blank_line_documents(path)) == [

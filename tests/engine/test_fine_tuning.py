@@ -13,7 +13,7 @@ from nashcli.data.tokenizer import get_tokenizer
 from nashcli.engine.checkpoint import load_checkpoint_model
 from nashcli.engine.reporter import SilentReporter
 from nashcli.engine.trainer import train
-from nashcli.model.gpt import IGNORE_INDEX
+from nashcli.model.loss import IGNORE_INDEX
 from nashcli.runs.metrics import read_metrics
 
 

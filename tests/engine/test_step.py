@@ -5,7 +5,8 @@ from nashcli.config import ModelConfig
 from nashcli.engine.distributed import DistributedContext
 from nashcli.engine.precision import Precision, make_grad_scaler
 from nashcli.engine.step import forward_backward
-from nashcli.model.gpt import GPT, IGNORE_INDEX
+from nashcli.model.gpt import GPT
+from nashcli.model.loss import IGNORE_INDEX
 
 SINGLE_CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 FP32 = Precision("fp32", "cpu")

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from nashcli.config.models import ModelConfig
-from nashcli.model.gpt import GPT, IGNORE_INDEX, count_parameters, few_rows_matmul, flops_per_token
+from nashcli.model.gpt import GPT, count_parameters, flops_per_token
+from nashcli.model.layers import few_rows_matmul
+from nashcli.model.loss import IGNORE_INDEX
 
 # vocab 100 pads to 128 rows, so every test also exercises the padding.
 TINY = ModelConfig(n_layers=2, n_heads=2, d_model=32, d_ff=128, vocab_size=100, max_seq_len=32)
