@@ -72,3 +72,37 @@ def test_init_from_hf_weights_takes_their_shape_and_values(tiny_config, tiny_dat
     with torch.no_grad():
         expected = F.cross_entropy(hf_model(inputs).logits.flatten(0, 1), targets.flatten()).item()
     assert reporter.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_sft_loss_reads_no_prompt_target(tmp_path):
+    """Prompt targets may hold anything: only completion targets (and the closing EOT) reach the loss."""
+    from nashcli.config.models import ModelConfig
+    from nashcli.model.gpt import GPT
+
+    torch.manual_seed(0)
+    examples, _ = load_sft_examples(write_sft_file(tmp_path / "sft.jsonl"), get_tokenizer(), max_seq_len=32)
+    x, y = SFTBatches(examples[:4], batch_size=4, seed=0).next_batch()  # (4, T)
+    model = GPT(ModelConfig(n_layers=1, n_heads=2, d_model=32, d_ff=64, max_seq_len=32)).eval()
+    trained = y != IGNORE_INDEX
+    # The real next tokens at every position, and a copy whose prompt targets are scrambled.
+    next_tokens = torch.cat([x[:, 1:], torch.full_like(x[:, :1], 50256)], dim=1)
+    next_tokens[trained] = y[trained]
+    scrambled = torch.where(trained, next_tokens, torch.randint_like(next_tokens, 50257))
+    with torch.no_grad():
+        loss = model(x, y)
+        with_scrambled_prompts = model(x, torch.where(trained, scrambled, IGNORE_INDEX))
+        with_every_target = model(x, next_tokens)
+    assert torch.equal(loss, with_scrambled_prompts)
+    assert not torch.allclose(loss, with_every_target)  # the prompt targets would have counted
+    prompt_lengths = [example.num_prompt_tokens for example in examples[:4]]
+    for row, prompt_length in enumerate(prompt_lengths):
+        assert not trained[row, : prompt_length - 1].any()  # no prompt token is ever a target
+
+
+def test_a_dataset_with_no_trainable_example_is_refused(tmp_path):
+    from nashcli.errors import NashError
+
+    path = tmp_path / "too_long.jsonl"
+    path.write_text(json.dumps({"prompt": "Q:", "completion": " word" * 50}) + "\n")
+    with pytest.raises(NashError, match="no example fits model.max_seq_len=16"):
+        load_sft_examples(path, get_tokenizer(), max_seq_len=16)
