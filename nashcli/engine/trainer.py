@@ -24,7 +24,7 @@ from nashcli.engine.compile import compile_model
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
 from nashcli.engine.evaluate import evaluate
 from nashcli.engine.optim import build_optimizer, set_learning_rate
-from nashcli.engine.precision import make_grad_scaler, peak_flops, resolve_precision
+from nashcli.engine.precision import make_grad_scaler, peak_flops, precision_notes, resolve_precision
 from nashcli.engine.progress import SessionClock, TrainingProgress, peak_memory_mb
 from nashcli.engine.reporter import Reporter, SilentReporter
 from nashcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -255,7 +255,7 @@ class Trainer:
             "resumed_from": str(self.opened.resume_dir) if self.opened.resume_dir else None,
             "init_from": self.opened.weights.source if self.opened.weights else None,
             "peak_flops": self.peak_flops,
-            "notes": self.opened.notes + self.batches.notes,
+            "notes": self.opened.notes + precision_notes(self.precision) + self.batches.notes,
             "sft_preview": self.batches.sft_preview,
         }
 

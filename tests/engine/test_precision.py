@@ -1,7 +1,7 @@
 import torch
 
 from nashcli.engine import precision as precision_module
-from nashcli.engine.precision import Precision, make_grad_scaler, peak_flops, resolve_precision
+from nashcli.engine.precision import Precision, make_grad_scaler, peak_flops, precision_notes, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -35,3 +35,11 @@ def test_measured_cpu_peak_is_plausible_and_leaves_the_global_rng_alone():
     flops = peak_flops(CPU, Precision("fp32", "cpu"))
     assert 1e9 < flops < 1e14
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_only_fp16_on_cpu_gets_a_slowness_warning():
+    assert precision_notes(Precision("fp16", "cpu")) == [
+        "fp16 on a CPU is very slow (no fp16 matrix units): prefer --set train.precision=auto (bf16 or fp32)"
+    ]
+    for precision in (Precision("bf16", "cpu"), Precision("fp32", "cpu"), Precision("fp16", "cuda")):
+        assert precision_notes(precision) == []
