@@ -33,11 +33,15 @@ def print_warning(message: str) -> None:
 
 
 def make_progress(*extra_columns: Any, total_known: bool = True, quiet: bool = False) -> Progress:
-    """A progress bar with description, bar, count, elapsed and ETA; extra columns go before the ETA."""
+    """A progress bar with description, bar, count, elapsed and ETA; extra columns go before the ETA.
+
+    An extra column is a rich column or a template string such as "{task.fields[loss]} loss".
+    """
     columns: list[Any] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
     if total_known:
         columns += [BarColumn(), MofNCompleteColumn()]
-    columns += [*extra_columns, TimeElapsedColumn()]
+    columns += [TextColumn(column) if isinstance(column, str) else column for column in extra_columns]
+    columns.append(TimeElapsedColumn())
     if total_known:
         columns.append(TimeRemainingColumn())
     return Progress(*columns, console=console, transient=False, disable=quiet)

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import TextColumn
 
 from nashcli.cli.console import console, make_progress, make_table
 from nashcli.errors import NashError
@@ -56,9 +55,9 @@ def command(
     budgets = [tokens for tokens in (max_tokens, text_source.token_budget, text_source.expected_tokens) if tokens]
     total_tokens = min(budgets) if budgets else None
     progress = make_progress(
-        TextColumn("{task.fields[documents]:,} docs"),
-        TextColumn("{task.fields[tokens_per_s]} tokens/s"),
-        *([] if total_tokens else [TextColumn("{task.completed:,.0f} tokens")]),
+        "{task.fields[documents]:,} docs",
+        "{task.fields[tokens_per_s]} tokens/s",
+        *([] if total_tokens else ["{task.completed:,.0f} tokens"]),
         total_known=total_tokens is not None,
         quiet=quiet,
     )

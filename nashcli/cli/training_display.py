@@ -8,7 +8,7 @@ Quiet: only the final summary.
 from pathlib import Path
 from typing import Optional
 
-from rich.progress import Progress, TextColumn
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
@@ -51,10 +51,10 @@ class TrainingDisplay:
             _print_sft_preview(info["sft_preview"])
         if self.live:
             self.progress = make_progress(
-                TextColumn("loss [bold]{task.fields[loss]}"),
-                TextColumn("lr {task.fields[lr]}"),
-                TextColumn("{task.fields[speed]} tok/s"),
-                TextColumn("MFU {task.fields[mfu]}"),
+                "loss [bold]{task.fields[loss]}",
+                "lr {task.fields[lr]}",
+                "{task.fields[speed]} tok/s",
+                "MFU {task.fields[mfu]}",
             )
             self.task = self.progress.add_task(
                 "train", total=info["max_steps"], completed=info["start_step"], loss="-", lr="-", speed="-", mfu="-"
