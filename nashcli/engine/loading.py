@@ -4,6 +4,7 @@ What `nash eval`, `nash generate` and `nash export` stand on.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
@@ -11,10 +12,10 @@ import torch
 from nashcli.config import NashConfig
 from nashcli.config.overrides import apply_overrides, build_config
 from nashcli.engine.batches import build_batches
-from nashcli.engine.checkpoint import load_checkpoint_model, resolve_checkpoint_dir
+from nashcli.engine.checkpoint import checkpoint_config, load_checkpoint_model
 from nashcli.engine.distributed import DistributedContext, pick_device
 from nashcli.engine.evaluate import evaluate
-from nashcli.engine.init_from import HF_PREFIX
+from nashcli.engine.init_from import HF_PREFIX, resolve_initial_weights
 from nashcli.errors import NashError
 from nashcli.model.gpt import GPT
 
@@ -30,19 +31,16 @@ def load_model(source: str, checkpoint: Optional[str] = None, device: str = "aut
     if checkpoint is not None and checkpoint not in CHECKPOINT_CHOICES:
         raise NashError(f"--checkpoint {checkpoint!r}: choose best or last")
     target = pick_device(device, local_rank=0, world_size=1)
-    if source.startswith(HF_PREFIX):
-        from nashcli.model.hf import load_hf_gpt2
-
-        model_config, state_dict = load_hf_gpt2(source[len(HF_PREFIX) :])
-        model = GPT(model_config)
-        model.load_state_dict(state_dict)
-        return model.to(target).eval(), NashConfig(model=model_config)
-    if checkpoint is None:
-        try:
-            resolve_checkpoint_dir(source, "best")
-            checkpoint = "best"
-        except NashError:  # never evaluated: no best checkpoint
-            checkpoint = "last"
+    if checkpoint is None or source.startswith(HF_PREFIX):
+        # The same choice as --init-from: hf: weights, or a run's best checkpoint, else its last.
+        weights = resolve_initial_weights(source, runs_dir=Path("runs"))
+        model = GPT(weights.model_config)
+        weights.load_into(model)
+        if weights.checkpoint_dir is None:
+            config = NashConfig(model=weights.model_config)
+        else:
+            config = checkpoint_config(weights.checkpoint_dir)
+        return model.to(target).eval(), config
     return load_checkpoint_model(source, which=checkpoint, device=target)
 
 
