@@ -1,22 +1,16 @@
-import json
 
 import pytest
-import yaml
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from nashcli.cli import compare as compare_command
 from nashcli.cli.app import app
-from nashcli.config import NashConfig
 
 runner = CliRunner()
 
 
-def write_run(folder, train_losses, val_losses, **config_sections):
-    """A run folder by hand: config.yaml, a train record per step and an eval record every 2 steps."""
-    folder.mkdir(parents=True)
-    config = NashConfig(name=folder.name, **config_sections).model_dump(mode="json")
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+def records_from(train_losses, val_losses):
+    """A train record per step and an eval record every 2 steps."""
     records = []
     for step, loss in enumerate(train_losses, start=1):
         records.append({"step": step, "tokens": 256 * step, "train_loss": loss, "lr": 1e-3, "elapsed_s": float(step)})
@@ -24,13 +18,14 @@ def write_run(folder, train_losses, val_losses, **config_sections):
             val_loss = val_losses[step // 2 - 1]
             records.append({"step": step, "tokens": 256 * step, "elapsed_s": step + 0.5, "val_loss": val_loss,
                             "val_perplexity": 2.718281828459045**val_loss, "val_accuracy": 1 / val_loss})
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return records
 
 
 @pytest.fixture
-def two_runs(tmp_path):
-    write_run(tmp_path / "runs" / "base", [5.0, 4.0, 3.5, 3.0], [4.5, 3.4])
-    write_run(tmp_path / "runs" / "fast", [5.0, 3.0, 2.5, 2.4], [3.9, 2.9], train={"lr": 3e-3}, model={"n_layers": 4})
+def two_runs(make_run, tmp_path):
+    make_run("base", records_from([5.0, 4.0, 3.5, 3.0], [4.5, 3.4]))
+    fast = records_from([5.0, 3.0, 2.5, 2.4], [3.9, 2.9])
+    make_run("fast", fast, overrides={"train": {"lr": 3e-3}, "model": {"n_layers": 4}})
     return tmp_path / "runs"
 
 
