@@ -79,6 +79,28 @@ def tiny_config(tiny_dataset):
     return make
 
 
+@pytest.fixture
+def train_args(tiny_dataset, tiny_model_settings):
+    """train_args(*overrides) -> `--set` arguments of `nash train` that train the tiny model on the tiny
+    corpus: 4 steps of 4 sequences, eval and checkpoint every 2."""
+
+    def make(*extra: str) -> list[str]:
+        values = tiny_model_settings + [
+            f"data.dataset={tiny_dataset}",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.warmup_steps=1",
+            "train.eval_interval=2",
+            "train.eval_batches=2",
+            "train.checkpoint_interval=2",
+            "metrics.log_interval=1",
+            *extra,
+        ]
+        return [arg for value in values for arg in ("--set", value)]
+
+    return make
+
+
 def build_records(steps: int = 60, eval_every: int = 20, start_loss: float = 10.0, tokens_per_step: int = 1024):
     """Training records every step with a decaying, zig-zagging loss, evaluation records every `eval_every`."""
     records = []
@@ -123,3 +145,28 @@ def make_run(tmp_path):
 def synthetic_records():
     """synthetic_records(steps=60, eval_every=20, start_loss=10.0, tokens_per_step=1024) -> records."""
     return build_records
+
+
+@pytest.fixture
+def reseal_checkpoint():
+    """reseal_checkpoint(checkpoint_dir, edit=None): record the files' current sizes and sha256 in
+    checkpoint.json, apply edit(meta) to its content, and record that content's sha256, as a hostile
+    checkpoint with matching checksums would have them."""
+    import hashlib
+
+    from nashcli.checksums import sha256_file
+
+    def reseal(checkpoint_dir: Path, edit=None) -> None:
+        path = checkpoint_dir / "checkpoint.json"
+        meta = json.loads(path.read_text())
+        meta.pop("content_sha256")
+        for name in meta["files"]:
+            meta["files"][name] = {
+                "sha256": sha256_file(checkpoint_dir / name), "size_bytes": (checkpoint_dir / name).stat().st_size
+            }
+        if edit is not None:
+            edit(meta)
+        canonical = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+        path.write_text(json.dumps({**meta, "content_sha256": hashlib.sha256(canonical).hexdigest()}, indent=2))
+
+    return reseal

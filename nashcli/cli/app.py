@@ -4,7 +4,10 @@ Every user error (a NashError) is printed once here as one line with exit code 2
 the traceback instead.
 """
 
+import errno
 import functools
+import inspect
+import signal
 from typing import Callable, Optional
 
 import typer
@@ -22,7 +25,32 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# Exit codes (documented in README.md): 0 the job finished; 2 a user error, one line on stderr;
+# 128 + N a run stopped by signal N after saving (130 Ctrl-C, 143 SIGTERM); 1 a bug (a traceback).
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+
+# The file system errors a user causes or fixes (a full disk, a read-only or foreign folder, a
+# wrong path), with the fix; any other OSError is a bug and keeps its traceback.
+FILE_SYSTEM_FIXES = {
+    errno.ENOSPC: "free some space, or write elsewhere (--out, --set runs_dir=...)",
+    errno.EDQUOT: "free some space, or write elsewhere (--out, --set runs_dir=...)",
+    errno.EROFS: "write to another folder (--out, --set runs_dir=...)",
+    errno.EACCES: "check the permissions, or write to another folder (--out, --set runs_dir=...)",
+    errno.EPERM: "check the permissions, or write to another folder (--out, --set runs_dir=...)",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
+    errno.EISDIR: "check the path: it is a folder, not a file",
+    errno.ENAMETOOLONG: "use a shorter name",
+    errno.EIO: "the disk reported a read or write failure: check it, or use another",
+}
+
+
+def describe_file_system_error(error: OSError) -> str:
+    """`<path>: <what the system said>: <the fix>` in one line."""
+    paths = [str(path) for path in (error.filename, error.filename2) if path is not None]
+    where = f"{' -> '.join(paths)}: " if paths else ""
+    return f"{where}{error.strerror or error}: {FILE_SYSTEM_FIXES[error.errno]}"
 
 
 def _version_callback(value: bool) -> None:
@@ -31,33 +59,45 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-# Set by the global --debug option for the command that runs in this process.
-_options = {"debug": False}
-
-
 @app.callback()
 def _global_options(
+    context: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    _options["debug"] = debug
+    # Sub-command contexts inherit `obj`: each command finds --debug there, not in a global.
+    context.obj = {"debug": debug}
 
 
 def _render_user_errors(command: Callable) -> Callable:
-    """Turn a NashError into one red line and exit code 2 (the traceback only with --debug)."""
+    """Turn a NashError (or a file system error) into one red line and exit code 2; the traceback
+    only with --debug. The wrapper takes the click context as its first parameter to read --debug."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(context: typer.Context, *args, **kwargs):
+        debug = (context.obj or {}).get("debug", False)
         try:
             return command(*args, **kwargs)
         except NashError as error:
-            if _options["debug"]:
+            if debug:
                 raise
             print_error(str(error))
             raise typer.Exit(code=USER_ERROR_EXIT_CODE) from None
+        except OSError as error:
+            if debug or error.errno not in FILE_SYSTEM_FIXES:
+                raise
+            print_error(describe_file_system_error(error))
+            raise typer.Exit(code=USER_ERROR_EXIT_CODE) from None
+        except KeyboardInterrupt:
+            # A second Ctrl-C (the first one asks training to save and stop): no traceback.
+            print_error("interrupted")
+            raise typer.Exit(code=INTERRUPTED_EXIT_CODE) from None
 
+    signature = inspect.signature(command)
+    context_parameter = inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    wrapper.__signature__ = signature.replace(parameters=[context_parameter, *signature.parameters.values()])
     return wrapper
 
 

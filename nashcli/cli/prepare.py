@@ -35,7 +35,7 @@ def command(
     Example: nash prepare shakespeare
     """
     from nashcli.data.prepare import default_out_dir, prepare_dataset
-    from nashcli.data.shards import DatasetMeta, is_prepared
+    from nashcli.data.dataset_meta import DatasetMeta, is_prepared
     from nashcli.data.sources import REGISTRY, resolve_source
 
     if list_registry:

@@ -7,7 +7,8 @@ import typer
 import yaml
 
 from nashcli.cli.console import console, make_table
-from nashcli.config import NashConfig, resolve_config
+from nashcli.config import NashConfig, override_config, resolve_config
+from nashcli.engine.stop import interrupted_exit_code
 from nashcli.errors import NashError
 
 
@@ -36,21 +37,21 @@ def command(
 
     Example: nash train --preset small --set train.lr=1e-4 --set model.dropout=0
     """
-    extra = list(overrides)
-    if run:
-        extra.append(f"name={run}")
-    if init_from:
-        extra.append(f"init_from={init_from}")
+    options = {"--run": ("name", run), "--init-from": ("init_from", init_from)}
+    resume_point = None
     if resume is not None:
         if preset or run or init_from:
             raise NashError(
                 "--resume continues a run with its own config: drop --preset/--run/--init-from "
                 "(use --set to change values)"
             )
-        from nashcli.runs.layout import RunLayout
+        from nashcli.engine.locate import find_resume
 
-        preset = str(RunLayout.find(resume).config_path)
-    config = resolve_config(preset, extra)
+        resume_point = find_resume(resume)
+        base = resume_point.config.model_dump(mode="json")
+        config = override_config(base, overrides, source=str(resume_point.checkpoint_dir))
+    else:
+        config = resolve_config(preset, overrides, options)
     if dry_run:
         print_resolved_config(config)
         return
@@ -59,9 +60,12 @@ def command(
 
     display = TrainingDisplay(quiet=quiet, log_interval=config.metrics.log_interval)
     try:
-        train(config, resume=resume, reporter=display, overwrite=overwrite, name_prefix=preset)
+        summary = train(config, resume=resume_point, reporter=display, overwrite=overwrite, name_prefix=preset)
     finally:
         display.close()
+    if summary["interrupted"]:
+        # Not 0: `nash train ... && nash eval ...` and schedulers must not take a stopped run for a finished one.
+        raise typer.Exit(code=interrupted_exit_code(summary["stop_signal"]))
 
 
 def print_resolved_config(config: NashConfig) -> None:

@@ -5,7 +5,7 @@ Pure functions on plain dictionaries; validation happens once, in `build_config`
 
 import copy
 import difflib
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -82,17 +82,27 @@ def known_keys(model: type[BaseModel] = NashConfig, prefix: str = "") -> list[st
     return keys
 
 
-def build_config(tree: dict, source: str = "config") -> NashConfig:
-    """Validate a config tree; the first problem becomes a one-line NashError naming key, value and rule."""
+def build_config(tree: dict, source: "str | Callable[[str], str]" = "config") -> NashConfig:
+    """Validate a config tree; the first problem becomes a one-line NashError naming key, value and rule.
+
+    source: where the values came from, or a function from the failing dotted key to that.
+    """
     try:
         return NashConfig.model_validate(tree)
     except ValidationError as error:
-        raise NashError(f"{source}: {describe_validation_error(error)}") from None
+        origin = source(error_location(error)) if callable(source) else source
+        raise NashError(f"{origin}: {describe_validation_error(error)}") from None
+
+
+def error_location(error: ValidationError) -> str:
+    """The dotted key of the first problem, e.g. "train.betas[1]" ("" for a whole-config check)."""
+    parts = error.errors()[0]["loc"]
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
 
 
 def describe_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    location = error_location(error)
     if first["type"] == "extra_forbidden":
         parent, _, _ = location.rpartition(".")
         section = NashConfig

@@ -28,13 +28,21 @@ def preset_path(name_or_path: str) -> Path:
 
 def load_preset(name_or_path: str) -> dict:
     """The preset's values as a nested dict (not yet validated)."""
-    path = preset_path(name_or_path)
+    return read_yaml_tree(preset_path(name_or_path), "preset")
+
+
+def read_yaml_tree(path: Path, what: str) -> dict:
+    """A YAML file holding a mapping of config sections, e.g. a preset or a run's config.yaml;
+    NashError naming the file (and line) when it is not one."""
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise NashError(f"{what} {path} is not UTF-8 text: is it the right file?") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise NashError(f"preset {path}{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())  # one line
+        raise NashError(f"{what} {path}{where}: invalid YAML ({problem})") from None
     if not isinstance(tree, dict):
-        raise NashError(f"preset {path}: expected a mapping of config sections, got {type(tree).__name__}")
+        raise NashError(f"{what} {path}: expected a mapping of config sections, got {type(tree).__name__}")
     return tree

@@ -7,9 +7,14 @@ different items and the whole position is one integer: `items_consumed`. Resumin
 world size still continues the same stream.
 """
 
+from typing import Optional
+
 import numpy as np
 
 from nashcli.errors import NashError
+from nashcli.value_checks import is_int
+
+MAX_ITEMS_CONSUMED = 2**62  # stream positions are numpy int64s: a bigger one would overflow
 
 
 class EpochOrder:
@@ -48,14 +53,23 @@ class EpochOrder:
     def state_dict(self) -> dict:
         return {"items_consumed": self.items_consumed, "num_items": self.num_items, "seed": self.seed}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        """Continue from a saved position (read from a file: checked before use)."""
+        keys = ("items_consumed", "num_items", "seed")
+        if not isinstance(state, dict) or not all(is_int(state.get(key)) for key in keys):
+            raise NashError(f"the data position must hold the integers {', '.join(keys)}")
         if state["num_items"] != self.num_items:
             raise NashError(
                 f"the checkpoint's data position is for {state['num_items']:,} items (windows or examples); "
                 f"this data has {self.num_items:,}: resume with the same data and model.max_seq_len"
             )
-        self.items_consumed = int(state["items_consumed"])
-        self.seed = int(state["seed"])
+        if not (0 <= state["items_consumed"] <= MAX_ITEMS_CONSUMED and state["seed"] >= 0):
+            raise NashError(
+                f"the data position has items_consumed={state['items_consumed']} and seed={state['seed']}: "
+                f"both must be >= 0, and items_consumed at most {MAX_ITEMS_CONSUMED}"
+            )
+        self.items_consumed = state["items_consumed"]
+        self.seed = state["seed"]
         self._permutations = {}
 
 

@@ -2,7 +2,9 @@
 
 Memory stays bounded: documents flow source -> segments -> a few chunks in the encoder threads ->
 shard files; no list of all tokens ever exists. The dataset is built in a hidden sibling folder and
-renamed into place only when complete, so an interrupted run never leaves a folder that looks ready.
+renamed into place only when complete, so an interrupted run never leaves a folder that looks ready,
+and a dataset rebuilt with --force stays whole until its replacement is. One process at a time
+writes a dataset (a lock), and a folder holding anything but a dataset's files is never replaced.
 """
 
 import os
@@ -16,10 +18,12 @@ import numpy as np
 
 from nashcli import __version__
 from nashcli.data.encode import encode_segments, split_into_segments
-from nashcli.data.shards import SPLITS, DatasetMeta, SplitWriter, is_prepared
+from nashcli.data.dataset_meta import DatasetMeta, is_dataset_entry, is_prepared
+from nashcli.data.shards import SPLITS, SplitWriter
 from nashcli.data.sources import TextSource
 from nashcli.data.tokenizer import get_tokenizer
 from nashcli.errors import NashError
+from nashcli.folders import FolderLock, check_owned, fsync_folder, swap_in
 
 DEFAULT_VAL_FRACTION = 0.005
 DEFAULT_SHARD_TOKENS = 100_000_000
@@ -78,26 +82,27 @@ def prepare_dataset(
     Stops after the document that reaches `max_tokens` (or the source's own token budget). An
     existing complete dataset is rebuilt only with `force`.
     """
-    if is_prepared(out_dir) and not force:
-        raise NashError(f"{out_dir} is already prepared: pass --force to rebuild it")
-    if out_dir.exists() and not is_prepared(out_dir):
-        raise NashError(f"{out_dir} exists but is not a prepared dataset (no meta.json): remove it or choose another --out")
     budgets = [tokens for tokens in (max_tokens, source.token_budget) if tokens is not None]
     budget = min(budgets) if budgets else None
     partial_dir = out_dir.parent / f".{out_dir.name}.partial"
-    if partial_dir.exists():
-        shutil.rmtree(partial_dir)  # left by an interrupted run
-    partial_dir.mkdir(parents=True)
-    started = time.perf_counter()
-    try:
-        meta = _write_shards(
-            source, partial_dir, val_fraction, shard_tokens, budget, num_threads or os.cpu_count() or 1, on_progress
-        )
-        meta.write(partial_dir)
-        _move_into_place(partial_dir, out_dir)
-    except BaseException:
+    with FolderLock(out_dir, "dataset"):
+        _check_replaceable(out_dir, force)
+        # Left by an interrupted run of nash prepare; the lock says no other one is writing it.
+        _check_replaceable(partial_dir, force=True)
         shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
+        partial_dir.mkdir(parents=True)
+        started = time.perf_counter()
+        try:
+            meta = _write_shards(
+                source, partial_dir, val_fraction, shard_tokens, budget, num_threads or os.cpu_count() or 1, on_progress
+            )
+            meta.write(partial_dir)
+            fsync_folder(partial_dir)
+            _check_replaceable(out_dir, force)  # again: the folder may have changed while we tokenized
+            swap_in(partial_dir, out_dir)
+        except BaseException:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+            raise
     return PrepareResult(out_dir, meta, time.perf_counter() - started)
 
 
@@ -175,16 +180,12 @@ def _check_splits(source: TextSource, writers: dict[str, SplitWriter]) -> None:
         )
 
 
-def _move_into_place(partial_dir: Path, out_dir: Path) -> None:
-    """Rename the finished folder to its final name, replacing an older dataset (--force) last."""
-    if not out_dir.exists():
-        partial_dir.rename(out_dir)
-        return
-    old_dir = out_dir.parent / f".{out_dir.name}.old"
-    shutil.rmtree(old_dir, ignore_errors=True)
-    out_dir.rename(old_dir)
-    partial_dir.rename(out_dir)
-    shutil.rmtree(old_dir)
+def _check_replaceable(folder: Path, force: bool) -> None:
+    """Only an incomplete or (with --force) finished dataset of nash's is replaced, never other files."""
+    fix = "remove or move it yourself, or choose another --out"
+    check_owned(folder, is_dataset_entry, "prepared dataset", fix)
+    if is_prepared(folder) and not force:
+        raise NashError(f"{folder} is already prepared: pass --force to rebuild it")
 
 
 def default_out_dir(source: TextSource, data_dir: Path = Path("data")) -> Path:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from nashcli.data.order import EpochOrder, fixed_indices
-from nashcli.data.shards import DatasetMeta, is_prepared, open_shard
+from nashcli.data.dataset_meta import META_FILE, DatasetMeta, is_prepared
+from nashcli.data.shards import open_shard
 from nashcli.data.sources import REGISTRY
 from nashcli.errors import NashError
 
@@ -76,7 +77,12 @@ class PretrainBatches:
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
-        self._shards = [open_shard(dataset_dir / shard.file) for shard in info.shards]
+        self._shard_paths = [dataset_dir / shard.file for shard in info.shards]
+        self._shards = [open_shard(path, shard) for path, shard in zip(self._shard_paths, info.shards)]
+        # Every batch is checked against this bound (meta.json's vocab_size and the model's are above
+        # it): a shard whose meta.json lies must not reach the embedding as an out-of-range index.
+        self._max_token_id = meta.max_token_id
+        self._meta_path = dataset_dir / META_FILE
         self.num_tokens: int = sum(len(shard) for shard in self._shards)
         windows_per_shard = [max(0, (len(shard) - 1) // seq_len) for shard in self._shards]
         # _first_window[s] is the global index of shard s's first window; the last entry is the total.
@@ -106,14 +112,28 @@ class PretrainBatches:
         return {"split": self.split, "seq_len": self.seq_len, "order": self._order.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._order.load_state_dict(state["order"])
+        self._order.load_state_dict(state.get("order"))
 
     def _batch(self, window_indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = np.stack([self._window(int(index)) for index in window_indices]).astype(np.int64)  # (B, T+1)
-        tokens = torch.from_numpy(rows)
+        rows = np.stack([self._window(int(index)) for index in window_indices])  # (B, T+1) uint16
+        if rows.max() > self._max_token_id:  # one pass over B x T tokens: cheap next to the step
+            raise self._token_id_error(window_indices)
+        tokens = torch.from_numpy(rows.astype(np.int64))
         return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # (B, T), (B, T)
 
+    def _shard_of(self, index: int) -> int:
+        return int(np.searchsorted(self._first_window, index, side="right")) - 1
+
     def _window(self, index: int) -> np.ndarray:
-        shard = int(np.searchsorted(self._first_window, index, side="right")) - 1
+        shard = self._shard_of(index)
         start = (index - int(self._first_window[shard])) * self.seq_len
         return self._shards[shard][start : start + self.seq_len + 1]  # (T+1,)
+
+    def _token_id_error(self, window_indices: np.ndarray) -> NashError:
+        """The error naming the first shard of the batch with a token id above max_token_id."""
+        index = next(int(index) for index in window_indices if self._window(int(index)).max() > self._max_token_id)
+        return NashError(
+            f"{self._shard_paths[self._shard_of(index)]} holds token id {int(self._window(index).max())}, above "
+            f"max_token_id {self._max_token_id} in {self._meta_path}, so the dataset is damaged: re-run "
+            "`nash prepare` with --force"
+        )

@@ -42,6 +42,9 @@ from nashcli.errors import NashError
 from nashcli.model.loss import IGNORE_INDEX
 
 CHAT_ROLES = ("system", "user", "assistant")
+# A longer example line is refused: tokenizing one line takes ~50x its size in memory, and 16 MiB is
+# already ~30x the ordinary text that fits the longest context (131,072 tokens).
+SFT_LINE_MAX_BYTES = 16 << 20
 # Evaluation examples come from a fixed seed, not the run's, so runs are compared on the same examples.
 EVAL_ORDER_SEED = 0
 
@@ -130,7 +133,7 @@ def _read_prompt_completion_pairs(path: Path) -> tuple[list[int], list[str], lis
     completions: list[str] = []
     if not path.is_file():
         raise NashError(f"SFT file {path} does not exist: check data.sft_file / data.sft_val_file")
-    for line_number, record in read_jsonl_records(path):
+    for line_number, record in read_jsonl_records(path, SFT_LINE_MAX_BYTES):
         prompt, completion = _example_texts(record, f"{path} line {line_number}")
         lines.append(line_number)
         prompts.append(prompt)
@@ -216,7 +219,7 @@ class SFTBatches:
         return {"order": self._order.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._order.load_state_dict(state["order"])
+        self._order.load_state_dict(state.get("order"))
 
     def _batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = [self.examples[int(index)] for index in indices]

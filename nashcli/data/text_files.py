@@ -3,6 +3,7 @@ blocks, and JSON lines. Each reader yields pieces `(text, ends_document)`."""
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -12,6 +13,12 @@ Piece = tuple[str, bool]  # (text, ends_document)
 
 # Big documents are read in pieces of this many characters, so memory stays flat on a 1 GB .txt file.
 PIECE_CHARS = 1 << 20
+# A JSON line is parsed whole: longer lines are refused rather than read into memory without limit
+# (a file with no newline at all would otherwise be read whole).
+JSON_LINE_MAX_BYTES = 256 << 20
+# What reading a damaged file raises besides UnicodeDecodeError: a truncated .gz raises EOFError,
+# corrupt compressed data zlib.error, a bad gzip header or CRC gzip.BadGzipFile (an OSError).
+UNREADABLE_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def read_text_document(path: Path) -> Iterator[Piece]:
@@ -49,17 +56,15 @@ def read_blank_line_documents(path: Path) -> Iterator[Piece]:
         yield "".join(lines).rstrip("\n"), True
 
 
-def read_jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed JSON) of each non-blank line of a .jsonl (or .jsonl.gz) file; a line that
-    is not JSON is a NashError naming the file and line."""
-    with _open_text(path) as file:
-        for line_number, line in enumerate(_lines_or_explain(path, file), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise NashError(f"{path} line {line_number}: not valid JSON ({error.msg}): fix or remove the line") from None
+def read_jsonl_records(path: Path, max_line_bytes: int = JSON_LINE_MAX_BYTES) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) of each non-blank line of a .jsonl (or .jsonl.gz) file.
+
+    A line that is not UTF-8, not JSON or longer than `max_line_bytes`, and a damaged gzip stream,
+    are NashErrors naming the file and line.
+    """
+    for line_number, line in _numbered_lines(path, max_line_bytes):
+        if line.strip():
+            yield line_number, _parse_json_line(path, line_number, line)
 
 
 def read_jsonl_documents(path: Path, text_field: str) -> Iterator[Piece]:
@@ -77,8 +82,68 @@ def read_jsonl_documents(path: Path, text_field: str) -> Iterator[Piece]:
             yield text, True
 
 
+def _numbered_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
+    # Bytes, not text: a bad byte is then reported with its own line number, and a file with no
+    # newline is refused at max_line_bytes instead of being read whole into memory.
+    try:
+        file = gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+    except OSError as error:
+        raise NashError(f"{path} could not be read ({error.strerror or error}): check the file") from None
+    with file:
+        line_number = 0
+        while True:
+            line_number += 1
+            try:
+                line = file.readline(max_line_bytes + 1)
+            except UNREADABLE_ERRORS as error:
+                raise NashError(f"{path} line {line_number}: {_unreadable(error)}") from None
+            if not line:
+                return
+            if len(line) > max_line_bytes:
+                raise NashError(
+                    f"{path} line {line_number} is longer than {max_line_bytes:,} bytes: split or shorten the record"
+                )
+            yield line_number, line
+
+
+def _parse_json_line(path: Path, line_number: int, line: bytes) -> object:
+    where = f"{path} line {line_number}"
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        reason = f"{error.reason} at byte {error.start + 1}"
+        raise NashError(f"{where} is not UTF-8 text ({reason}): convert it to UTF-8") from None
+    try:
+        return parse_json(text)
+    except ValueError as error:
+        raise NashError(f"{where}: not valid JSON ({error}): fix or remove the line") from None
+
+
+def parse_json(text: str) -> object:
+    """json.loads for a file nash did not write: every failure is a ValueError with a one-line reason,
+    including those json.loads lets through as other errors."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{error.msg} at character {error.pos + 1}") from None
+    except ValueError:  # an integer of thousands of digits
+        raise ValueError("a number too long to read") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise ValueError("nested too deeply") from None
+
+
+def _is_gzip(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def _unreadable(error: BaseException) -> str:
+    """The reason and the fix for one of UNREADABLE_ERRORS."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"the file could not be read ({reason}): it may be damaged or incomplete; re-create or re-download it"
+
+
 def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
+    if _is_gzip(path):
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
 
@@ -88,6 +153,8 @@ def _read_or_explain(path: Path, file: IO[str]) -> str:
         return file.read(PIECE_CHARS)
     except UnicodeDecodeError as error:
         raise NashError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): convert it to UTF-8") from None
+    except UNREADABLE_ERRORS as error:
+        raise NashError(f"{path}: {_unreadable(error)}") from None
 
 
 def _lines_or_explain(path: Path, file: IO[str]) -> Iterator[str]:
@@ -95,3 +162,5 @@ def _lines_or_explain(path: Path, file: IO[str]) -> Iterator[str]:
         yield from file
     except UnicodeDecodeError as error:
         raise NashError(f"{path} is not UTF-8 text ({error.reason}): convert it to UTF-8") from None
+    except UNREADABLE_ERRORS as error:
+        raise NashError(f"{path}: {_unreadable(error)}") from None

@@ -10,54 +10,53 @@ Atomic: a checkpoint is written into `.tmp-<name>`, fsynced, and swapped in with
 (`<name>` -> `.old-<name>`, `.tmp-<name>` -> `<name>`). A process killed at any moment leaves
 either the new or the previous checkpoint; readers fall back to `.old-<name>` for the one moment
 between the two renames.
+
+Checked: checkpoint.json records the size and sha256 of the two other files and the sha256 of its
+own content, so that checkpoint_reading.py can refuse a damaged or hostile checkpoint before using
+any of it. A state holding NaN or infinity is never written.
 """
 
+import hashlib
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nashcli.config import NashConfig, TrainConfig
+from nashcli.checksums import sha256_file
+from nashcli.config import TrainConfig
 from nashcli.errors import NashError
+from nashcli.folders import fsync_folder, swap_in
 from nashcli.runs.layout import RunLayout
+from nashcli.tensor_files import save_safetensors
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "checkpoint.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checkpoint.json records the size and sha256 of CHECKSUMMED_FILES and of itself
+CHECKSUMMED_FILES = (MODEL_FILE, STATE_FILE)
+CONTENT_SHA256_KEY = "content_sha256"  # checkpoint.json's own checksum, over the rest of its content
 
 
 def save_checkpoint(
     checkpoints_dir: Path, names: Sequence[str], model: nn.Module, training_state: dict, meta: dict
 ) -> Path:
     """Write one checkpoint under every name in `names` (the first is written, the others are hard
-    links to its files, so `last` and `best` at the same step cost one write). Returns the first."""
+    links to its files, so `last` and `best` at the same step cost one write). Returns the first.
+
+    `training_state` has the parts of checkpoint_reading.TRAINING_STATE_PARTS. A model or state holding NaN or
+    infinite values is refused before anything is written: `last` must stay a state training can
+    continue from. A failed write (disk full) removes its partial folder and raises its OSError.
+    """
+    _refuse_non_finite(names, model, training_state)
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     first = checkpoints_dir / names[0]
-    temporary = checkpoints_dir / f".tmp-{names[0]}"
-    _remove(temporary)
-    temporary.mkdir()
-    tensors, aliases = unique_tensors(model.state_dict())
-    save_file(tensors, temporary / MODEL_FILE, metadata={"format": "nash", "aliases": json.dumps(aliases)})
-    torch.save(training_state, temporary / STATE_FILE)
-    (temporary / META_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2), encoding="utf-8")
-    _fsync_folder_files(temporary)
-    _swap_into_place(temporary, first)
+    _write_beside_and_swap(first, lambda folder: _write_checkpoint_files(folder, model, training_state, meta))
     for name in names[1:]:
-        linked = checkpoints_dir / f".tmp-{name}"
-        _remove(linked)
-        linked.mkdir()
-        for source in first.iterdir():
-            _link_or_copy(source, linked / source.name)
-        _fsync_folder_files(linked)
-        _swap_into_place(linked, checkpoints_dir / name)
+        _write_beside_and_swap(checkpoints_dir / name, lambda folder: _link_files(first, folder))
     return first
 
 
@@ -86,75 +85,100 @@ def unique_tensors(state_dict: dict) -> tuple[dict, dict]:
     return tensors, aliases
 
 
-def load_model_weights(model: nn.Module, checkpoint_dir: Path) -> None:
-    """Load model.safetensors into `model` (all keys must match), re-tying shared tensors."""
-    path = checkpoint_dir / MODEL_FILE
-    try:
-        with open(path, "rb") as file:
-            header_length = int.from_bytes(file.read(8), "little")
-            header = json.loads(file.read(header_length))
-        tensors = load_file(path)
-    except (SafetensorError, ValueError, OSError) as error:
-        raise NashError(f"{path} is not a readable safetensors file ({error}); the checkpoint is damaged") from None
-    aliases = json.loads(header.get("__metadata__", {}).get("aliases", "{}"))
-    for alias, stored in aliases.items():
-        tensors[alias] = tensors[stored]
-    missing, unexpected = _key_differences(model.state_dict().keys(), tensors.keys())
-    if missing or unexpected:
+def content_sha256(meta: dict) -> str:
+    """The sha256 of checkpoint.json's content (less this checksum), as canonical JSON: a damaged
+    config or step must not load as if it were the one saved."""
+    canonical = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _refuse_non_finite(names: Sequence[str], model: nn.Module, training_state: dict) -> None:
+    where = _first_non_finite(model.state_dict(), "model") or _first_non_finite(training_state, "state")
+    if where is not None:
         raise NashError(
-            f"{path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-            "was it written by another nash version or for another model shape?"
+            f"not saving checkpoint {', '.join(names)}: {where} holds NaN or infinite values, so the previous "
+            "checkpoint is kept: lower train.lr or use train.precision=bf16/fp32"
         )
-    model.load_state_dict(tensors)
 
 
-def load_training_state(checkpoint_dir: Path) -> dict:
-    """state.pt as plain data. A file that would unpickle arbitrary objects is refused: a checkpoint
-    from a stranger must not run code on this machine."""
-    path = checkpoint_dir / STATE_FILE
+def _first_non_finite(value: object, where: str) -> Optional[str]:
+    """The path (like state['optimizer']['state'][3]['exp_avg']) of the first floating-point tensor
+    in `value` holding NaN or infinity, or None."""
+    if isinstance(value, torch.Tensor):
+        return where if value.is_floating_point() and not bool(torch.isfinite(value).all()) else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_non_finite(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
+def _write_beside_and_swap(target: Path, write: Callable[[Path], None]) -> None:
+    """`write` into `.tmp-<name>` beside `target`, then swap it in. If anything fails, the
+    temporary folder (nash's own) is removed and the error raised; `target` is untouched."""
+    temporary = target.with_name(f".tmp-{target.name}")
+    _remove(temporary)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise NashError(
-            f"refusing to load {path}: it contains pickled Python objects beyond tensors and plain data, "
-            "which could run code; nash only loads its own checkpoints"
-        ) from None
-    except (OSError, RuntimeError, EOFError) as error:
-        raise NashError(f"{path} could not be read ({error}); the checkpoint is damaged") from None
+        temporary.mkdir()
+        write(temporary)
+        fsync_folder(temporary)
+        # A fixed aside name: readers fall back to it if a save dies between its two renames.
+        swap_in(temporary, target, aside=target.with_name(f".old-{target.name}"))
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)  # the error being raised says what went wrong
+        raise
 
 
-def read_checkpoint_meta(checkpoint_dir: Path) -> dict:
-    path = checkpoint_dir / META_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise NashError(f"{path} could not be read ({error}); is {checkpoint_dir} a nash checkpoint?") from None
+def _write_checkpoint_files(folder: Path, model: nn.Module, training_state: dict, meta: dict) -> None:
+    tensors, aliases = unique_tensors(model.state_dict())
+    save_safetensors(tensors, folder / MODEL_FILE, metadata={"format": "nash", "aliases": json.dumps(aliases)})
+    _torch_save(training_state, folder / STATE_FILE)
+    files = {
+        name: {"sha256": sha256_file(folder / name), "size_bytes": (folder / name).stat().st_size}
+        for name in CHECKSUMMED_FILES
+    }
+    meta = {"format": FORMAT_VERSION, **meta, "files": files}
+    meta[CONTENT_SHA256_KEY] = content_sha256(meta)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
-def checkpoint_config(checkpoint_dir: Path) -> NashConfig:
-    """The config the checkpoint was trained with (stored in its checkpoint.json)."""
-    return NashConfig.model_validate(read_checkpoint_meta(checkpoint_dir)["config"])
+def _torch_save(obj: object, path: Path) -> None:
+    """torch.save, raising the OSError of a failed write (disk full, read-only): torch reports it
+    as a RuntimeError without the errno, so it is caught on its way through the file object."""
+    with open(path, "wb") as file:
+        recording = _OSErrorRecordingFile(file)
+        try:
+            torch.save(obj, recording)
+        except RuntimeError:
+            if recording.error is not None:
+                raise recording.error from None
+            raise
 
 
-def resolve_checkpoint_dir(path_or_run: "str | Path", which: str = "last", runs_dir: Path = Path("runs")) -> Path:
-    """A checkpoint folder from: a checkpoint folder, a run folder, or a run name under `runs_dir`
-    (then checkpoints/<which>, e.g. "last" or "best")."""
-    path = Path(path_or_run)
-    if (path / MODEL_FILE).is_file():
-        return path
-    if path.is_file():
-        raise NashError(
-            f"{path} is a file: give a nash run folder or checkpoint folder (with {MODEL_FILE} and {STATE_FILE})"
-        )
-    layout = RunLayout(path) if (path / "checkpoints").is_dir() else RunLayout.find(path_or_run, runs_dir)
-    found = existing_checkpoint(layout.checkpoint_dir(which))
-    if found is None:
-        available = sorted(p.name for p in layout.checkpoints_dir.glob("*") if not p.name.startswith("."))
-        raise NashError(
-            f"run {layout.root} has no {which!r} checkpoint; "
-            + (f"it has: {', '.join(available)}" if available else "it has not saved one yet")
-        )
-    return found
+class _OSErrorRecordingFile:
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _link_files(source_folder: Path, folder: Path) -> None:
+    for source in source_folder.iterdir():
+        _link_or_copy(source, folder / source.name)
 
 
 def existing_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
@@ -167,56 +191,11 @@ def existing_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     return None
 
 
-def load_checkpoint_model(path_or_run: "str | Path", which: str = "last", device: "str | torch.device" = "cpu"):
-    """(GPT in eval mode, NashConfig) from a run folder, run name or checkpoint folder.
-
-    Example: model, config = load_checkpoint_model("runs/tiny-demo", which="best")
-    """
-    from nashcli.model.gpt import GPT
-
-    checkpoint_dir = resolve_checkpoint_dir(path_or_run, which)
-    config = checkpoint_config(checkpoint_dir)
-    model = GPT(config.model)
-    load_model_weights(model, checkpoint_dir)
-    return model.to(device).eval(), config
-
-
 def prune_step_checkpoints(layout: RunLayout, keep: int) -> None:
     """Delete all but the newest `keep` step_NNNNNN checkpoints."""
     step_dirs = layout.step_checkpoint_dirs()
     for old in step_dirs[: max(0, len(step_dirs) - keep)]:
         _remove(old)
-
-
-def _swap_into_place(temporary: Path, target: Path) -> None:
-    previous = target.with_name(f".old-{target.name}")
-    if not target.exists() and previous.exists():
-        os.replace(previous, target)  # a save died between its renames: its previous state is the valid one
-    _remove(previous)
-    if target.exists():
-        os.replace(target, previous)
-    os.replace(temporary, target)
-    _fsync_path(target.parent)
-    _remove(previous)
-
-
-def _fsync_folder_files(folder: Path) -> None:
-    for path in folder.iterdir():
-        _fsync_path(path)
-    _fsync_path(folder)
-
-
-def _fsync_path(path: Path) -> None:
-    # Folders need an fsync too, or the renames themselves may not survive a power cut.
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
-    try:
-        descriptor = os.open(path, flags)
-    except OSError:
-        return  # folders cannot be opened on Windows; nothing to sync there
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _link_or_copy(source: Path, destination: Path) -> None:
@@ -229,8 +208,3 @@ def _link_or_copy(source: Path, destination: Path) -> None:
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
-
-
-def _key_differences(expected, found) -> tuple[list, list]:
-    expected, found = set(expected), set(found)
-    return sorted(expected - found), sorted(found - expected)

@@ -9,39 +9,27 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
-from nashcli.config import NashConfig
-from nashcli.config.overrides import apply_overrides, build_config
+from nashcli.config import NashConfig, override_config
 from nashcli.engine.batches import build_batches
-from nashcli.engine.checkpoint import checkpoint_config, load_checkpoint_model
 from nashcli.engine.distributed import DistributedContext, pick_device
 from nashcli.engine.evaluate import evaluate
-from nashcli.engine.init_from import HF_PREFIX, resolve_initial_weights
+from nashcli.engine.locate import find_weights
 from nashcli.errors import NashError
 from nashcli.model.gpt import GPT
-
-CHECKPOINT_CHOICES = ("best", "last")
 
 
 def load_model(source: str, checkpoint: Optional[str] = None, device: str = "auto") -> tuple[GPT, NashConfig]:
     """(GPT in eval mode on `device`, the config it was trained with).
 
     `source` is a run folder or name, a checkpoint folder, or hf:PATH_OR_ID. For a run, `checkpoint`
-    picks `best` or `last`; None means best if the run has one, else last.
+    picks `best` or `last`; None means best if the run has one, else last (as --init-from does).
+
+    Example: model, config = load_model("runs/demo", checkpoint="best")
     """
-    if checkpoint is not None and checkpoint not in CHECKPOINT_CHOICES:
-        raise NashError(f"--checkpoint {checkpoint!r}: choose best or last")
-    target = pick_device(device, local_rank=0, world_size=1)
-    if checkpoint is None or source.startswith(HF_PREFIX):
-        # The same choice as --init-from: hf: weights, or a run's best checkpoint, else its last.
-        weights = resolve_initial_weights(source, runs_dir=Path("runs"))
-        model = GPT(weights.model_config)
-        weights.load_into(model)
-        if weights.checkpoint_dir is None:
-            config = NashConfig(model=weights.model_config)
-        else:
-            config = checkpoint_config(weights.checkpoint_dir)
-        return model.to(target).eval(), config
-    return load_checkpoint_model(source, which=checkpoint, device=target)
+    weights = find_weights(source, checkpoint)
+    model = GPT(weights.config.model)
+    weights.load_into(model)
+    return model.to(pick_device(device, local_rank=0, world_size=1)).eval(), weights.config
 
 
 @dataclass
@@ -66,6 +54,7 @@ class Evaluation:
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     num_batches: int
     autocast: Callable
+    description: str  # what is measured, e.g. "shakespeare (...), val split: 20 batches of 8 x 1,024 tokens, fp32"
 
     def run(self, on_batch: Optional[Callable[[int], None]] = None) -> dict:
         """{"val_loss", "perplexity", "accuracy", "tokens"}; `on_batch(done)` after each batch."""
@@ -89,23 +78,25 @@ def prepare_evaluation(request: EvalRequest) -> Evaluation:
     if request.split not in ("train", "val"):
         raise NashError(f"--split {request.split!r}: choose train or val")
     model, config = load_model(request.source, request.checkpoint, request.device)
-    overrides = []
+    tree = config.model_dump(mode="json")
     if request.dataset is not None:
-        overrides += [("data.dataset", request.dataset), ("data.sft_file", None), ("data.sft_val_file", None)]
+        tree["data"].update(dataset=request.dataset, sft_file=None, sft_val_file=None)
     elif config.data.dataset is None and not config.is_sft:
         raise NashError(f"{request.source} names no dataset of its own: pass --data NAME_OR_DIR")
-    if request.batch_size is not None:
-        overrides.append(("train.batch_size", request.batch_size))
-    if request.precision is not None:
-        overrides.append(("train.precision", request.precision))
-    config = build_config(apply_overrides(config.model_dump(mode="json"), overrides), source="nash eval")
+    options = {"--batch-size": ("train.batch_size", request.batch_size), "--precision": ("train.precision", request.precision)}
+    config = override_config(tree, [], options, source=f"the config of {request.source}")
 
     device = next(model.parameters()).device
     single_process = DistributedContext(rank=0, local_rank=0, world_size=1, device=device)
-    batches = getattr(build_batches(config, single_process), request.split)
+    run_batches = build_batches(config, single_process)
+    batches = getattr(run_batches, request.split)
     num_batches = request.max_batches or config.train.eval_batches
     precision = resolve_precision(config.train.precision, device)
-    return Evaluation(model, batches.eval_batches(num_batches), num_batches, precision.autocast)
+    description = (
+        f"{run_batches.description}, {request.split} split: {num_batches} batches of {config.train.batch_size} x "
+        f"{config.model.max_seq_len:,} tokens, {precision.name} on {device}"
+    )
+    return Evaluation(model, batches.eval_batches(num_batches), num_batches, precision.autocast, description)
 
 
 def _counted(batches: Iterable, on_batch: Optional[Callable[[int], None]]) -> Iterator:

@@ -1,9 +1,13 @@
-"""AdamW with weight decay on weight matrices only."""
+"""AdamW with weight decay on weight matrices only, and checked loading of a saved optimizer state."""
+
+from typing import Optional
 
 import torch
 from torch import nn
 
 from nashcli.config.models import TrainConfig
+from nashcli.errors import NashError
+from nashcli.value_checks import is_finite_number, is_int
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -54,3 +58,84 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """optimizer.load_state_dict(state), once all of `state` is checked against `optimizer`.
+
+    torch copies saved tensors as they are: a wrong-shaped exp_avg made a resume grow to 22 GB and
+    crash the fused AdamW kernel. The check holds for any optimizer whose per-parameter state is
+    buffers of the parameter's shape and dtype (exp_avg, momentum_buffer) and finite scalars (step).
+    """
+    problem = _optimizer_state_problem(optimizer, state)
+    if problem is not None:
+        raise NashError(f"the optimizer state does not fit this model's optimizer ({problem})")
+    optimizer.load_state_dict(state)
+
+
+def _optimizer_state_problem(optimizer: torch.optim.Optimizer, state: object) -> Optional[str]:
+    fresh_groups = optimizer.state_dict()["param_groups"]  # params as the ids the saved state uses
+    saved_groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(saved_groups, list) or not isinstance(state.get("state"), dict):
+        return "it needs a 'state' dict and a 'param_groups' list"
+    if len(saved_groups) != len(fresh_groups):
+        return f"{len(saved_groups)} parameter groups where the optimizer has {len(fresh_groups)}"
+    group_of, parameters = {}, {}
+    for index, (saved, fresh) in enumerate(zip(saved_groups, fresh_groups)):
+        problem = _group_problem(saved, fresh)
+        if problem is not None:
+            return f"parameter group {index}: {problem}"
+        for parameter_id, parameter in zip(fresh["params"], optimizer.param_groups[index]["params"]):
+            group_of[parameter_id], parameters[parameter_id] = index, parameter
+    names_in_group: dict[int, set] = {}  # the state names of each group's first parameter with state
+    for parameter_id, parameter_state in state["state"].items():
+        if not is_int(parameter_id) or parameter_id not in parameters:
+            return f"state for parameter {parameter_id!r}, which the optimizer does not have"
+        if not isinstance(parameter_state, dict) or not all(isinstance(name, str) for name in parameter_state):
+            return f"the state of parameter {parameter_id} is not a dict of named values"
+        names = names_in_group.setdefault(group_of[parameter_id], set(parameter_state))
+        if set(parameter_state) != names:  # one parameter lacking a buffer its group has
+            return f"parameter {parameter_id} has state {sorted(parameter_state)} where its group has {sorted(names)}"
+        for name, value in parameter_state.items():
+            problem = _state_value_problem(value, parameters[parameter_id])
+            if problem is not None:
+                return f"{name} of parameter {parameter_id} {problem}"
+    return None
+
+
+def _group_problem(saved: object, fresh: dict) -> Optional[str]:
+    params = saved.get("params") if isinstance(saved, dict) else None
+    if not isinstance(params, list) or not all(map(is_int, params)) or params != fresh["params"]:
+        return "it lists other parameters than the optimizer's"
+    for key, value in saved.items():
+        if key != "params" and key in fresh and not _same_kind(value, fresh[key]):
+            return f"{key} is a {type(value).__name__} of another kind than the optimizer's {fresh[key]!r}"
+    return None
+
+
+def _same_kind(value: object, reference: object) -> bool:
+    """Whether a saved hyperparameter (lr, betas, fused, ...) can stand in for the fresh `reference`."""
+    if reference is None or isinstance(reference, bool):
+        return value is None or isinstance(value, bool)
+    if isinstance(reference, (int, float)):
+        return is_finite_number(value)
+    if isinstance(reference, (tuple, list)):
+        same_length = isinstance(value, (tuple, list)) and len(value) == len(reference)
+        return same_length and all(map(_same_kind, value, reference))
+    if isinstance(reference, torch.Tensor):  # lr as a tensor (capturable)
+        return is_finite_number(value) or _state_value_problem(value, reference) is None
+    return type(value) is type(reference)
+
+
+def _state_value_problem(value: object, parameter: torch.Tensor) -> Optional[str]:
+    """None if `value` is a buffer of the parameter's shape and dtype, or a scalar; all finite."""
+    if not isinstance(value, torch.Tensor):
+        return None if is_finite_number(value) else f"is {type(value).__name__}, not a number or tensor"
+    if value.dim() != 0 and (value.shape != parameter.shape or value.dtype != parameter.dtype):
+        return (
+            f"is a {value.dtype} tensor of shape {list(value.shape)} where the parameter is "
+            f"{parameter.dtype} of shape {list(parameter.shape)}"
+        )
+    if not bool(torch.isfinite(value).all()):
+        return "holds NaN or infinite values"
+    return None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from nashcli.errors import NashError
+from nashcli.value_checks import is_finite_number, is_int
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -91,6 +92,22 @@ def precision_notes(precision: Precision) -> list[str]:
 def make_grad_scaler(precision: Precision) -> torch.amp.GradScaler:
     """A GradScaler that is active only for fp16 (a disabled scaler passes everything through)."""
     return torch.amp.GradScaler(precision.device_type, enabled=precision.needs_grad_scaler)
+
+
+def load_grad_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Restore a saved scaler state once checked. A disabled scaler (bf16, fp32) ignores it, and an
+    enabled one keeps its fresh state when the saved one is empty (saved by a bf16 or fp32 run)."""
+    if not scaler.is_enabled() or not state:
+        return
+    fresh = scaler.state_dict()  # scale, growth_factor, backoff_factor, growth_interval, _growth_tracker
+    for key, reference in fresh.items():
+        value = state.get(key)
+        positive = key != "_growth_tracker"  # the one counter that starts at 0
+        kind_ok = is_int(value) if is_int(reference) else is_finite_number(value)
+        if not kind_ok or value < 0 or (positive and value == 0):
+            rule = "> 0" if positive else ">= 0"
+            raise NashError(f"the grad scaler state's {key} is not a finite {type(reference).__name__} {rule}")
+    scaler.load_state_dict(state)
 
 
 def peak_flops(device: torch.device, precision: Precision) -> float:

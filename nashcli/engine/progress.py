@@ -5,11 +5,14 @@ import resource
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
 import torch
+
+from nashcli.errors import NashError
+from nashcli.value_checks import is_finite_number, is_int
 
 
 @dataclass
@@ -27,8 +30,27 @@ class TrainingProgress:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the counters; NashError, before any is set, unless `state` is what state_dict() gives."""
+        problem = _progress_problem(state)
+        if problem is not None:
+            raise NashError(f"the progress counters are damaged: {problem}")
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def _progress_problem(state: object) -> Optional[str]:
+    names = {field.name for field in fields(TrainingProgress)}
+    if not isinstance(state, dict) or set(state) != names:
+        return f"they must be exactly {', '.join(sorted(names))}"
+    if not all(is_int(state[key]) and state[key] >= 0 for key in ("step", "tokens")):
+        return "step and tokens must be integers >= 0"
+    if not (is_finite_number(state["elapsed_s"]) and state["elapsed_s"] >= 0):
+        return "elapsed_s must be a number of seconds >= 0"
+    # Losses may be NaN or infinite (before the first step or evaluation); last_val_loss None.
+    losses_ok = isinstance(state["best_val_loss"], float) and isinstance(state["last_train_loss"], float)
+    if not losses_ok or not (state["last_val_loss"] is None or isinstance(state["last_val_loss"], float)):
+        return "best_val_loss and last_train_loss must be floats, last_val_loss a float or None"
+    return None
 
 
 class SessionClock:

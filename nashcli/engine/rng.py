@@ -5,9 +5,15 @@ checkpoint holding them loads with torch.load(weights_only=True).
 """
 
 import random
+from typing import Optional
 
 import numpy as np
 import torch
+
+from nashcli.errors import NashError
+from nashcli.value_checks import is_int
+
+MT_WORDS = 624  # the Mersenne Twister state of python's and numpy's generators, in 32-bit words
 
 
 def seed_everything(seed: int) -> None:
@@ -37,13 +43,57 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
-    """Put every generator back where `capture_rng_state` found it."""
+    """Put every generator back where `capture_rng_state` found it. The state comes from a file:
+    NashError, before any generator changes, unless it is what capture_rng_state gives."""
+    problem = _rng_state_problem(state)
+    if problem is not None:
+        raise NashError(f"the random number generator state is damaged: {problem}")
+    try:  # first: torch checks the values of its states itself
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except RuntimeError as error:
+        raise NashError(f"the random number generator state is damaged: torch refused it ({error})") from None
     python_state = tuple(int(value) for value in state["python_state"].tolist())
     random.setstate((state["python_version"], python_state, state["python_gauss_next"]))
     numpy_keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(
         ("MT19937", numpy_keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"])
     )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_state_problem(state: object) -> Optional[str]:
+    if not isinstance(state, dict):
+        return "not a dict"
+    is_valid = {
+        "python_version": lambda value: is_int(value) and value == random.getstate()[0],
+        # 624 words and the position in them
+        "python_state": lambda value: _is_words(value, MT_WORDS + 1) and int(value[-1]) <= MT_WORDS,
+        "python_gauss_next": lambda value: value is None or isinstance(value, float),
+        "numpy_keys": lambda value: _is_words(value, MT_WORDS),
+        "numpy_pos": lambda value: is_int(value) and 0 <= value <= MT_WORDS,
+        "numpy_has_gauss": lambda value: is_int(value) and value in (0, 1),
+        "numpy_gauss": lambda value: isinstance(value, float),
+        "torch": lambda value: _is_bytes(value) and value.shape == torch.get_rng_state().shape,
+    }
+    for key, valid in is_valid.items():
+        if key not in state or not valid(state[key]):
+            return f"{key} is missing or malformed"
+    cuda = state.get("cuda", [])
+    if not isinstance(cuda, list) or not all(_is_bytes(device_state) for device_state in cuda):
+        return "cuda is not a list of byte tensors"
+    return None
+
+
+def _is_words(value: object, count: int) -> bool:
+    """A (count,) int64 tensor of 32-bit unsigned words."""
+    return (
+        isinstance(value, torch.Tensor)
+        and value.dtype == torch.int64
+        and tuple(value.shape) == (count,)
+        and bool(((value >= 0) & (value < 2**32)).all())
+    )
+
+
+def _is_bytes(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1

@@ -1,8 +1,13 @@
 """Stopping on request: Ctrl-C (SIGINT) or SIGTERM (schedulers' preemption) asks the training loop
-to finish the current step, save a checkpoint and exit; a second Ctrl-C interrupts at once."""
+to finish the current step, save a checkpoint and exit; a second Ctrl-C interrupts at once.
+
+A run stopped this way exits with the shell's code for the signal, 128 + its number (130 for
+SIGINT, 143 for SIGTERM), never 0: it saved its work but did not finish.
+"""
 
 import signal
 import threading
+from typing import Optional
 
 
 class StopRequests:
@@ -16,6 +21,7 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal_number: Optional[int] = None  # the first signal received
         self._previous: dict = {}
 
     def __enter__(self) -> "StopRequests":
@@ -33,3 +39,10 @@ class StopRequests:
         if self.requested and number == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: the user does not want to wait for the save
         self.requested = True
+        self.signal_number = self.signal_number or number
+
+
+def interrupted_exit_code(signal_number: Optional[int]) -> int:
+    """128 + the signal's number; a process stopped because another process of the run was
+    signalled (under torchrun) exits as if it had been sent SIGTERM."""
+    return 128 + (signal_number or signal.SIGTERM)

@@ -13,22 +13,24 @@ from nashcli.config import NashConfig
 from nashcli.engine import distributed as dist_ops
 from nashcli.engine.allocator import keep_freed_memory
 from nashcli.engine.batches import build_batches
-from nashcli.engine.checkpoint import (
-    checkpoint_names,
-    load_model_weights,
-    load_training_state,
-    prune_step_checkpoints,
-    save_checkpoint,
-)
+from nashcli.engine.checkpoint import STATE_FILE, checkpoint_names, prune_step_checkpoints, save_checkpoint
+from nashcli.engine.checkpoint_reading import load_model_weights, load_training_state
 from nashcli.engine.compile import compile_model
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
 from nashcli.engine.evaluate import evaluate
-from nashcli.engine.optim import build_optimizer, set_learning_rate
-from nashcli.engine.precision import make_grad_scaler, peak_flops, precision_notes, resolve_precision
+from nashcli.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
+from nashcli.engine.precision import (
+    load_grad_scaler_state,
+    make_grad_scaler,
+    peak_flops,
+    precision_notes,
+    resolve_precision,
+)
 from nashcli.engine.progress import SessionClock, TrainingProgress, peak_memory_mb
 from nashcli.engine.reporter import Reporter, SilentReporter
 from nashcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
-from nashcli.engine.run_folder import OpenedRun, open_run
+from nashcli.engine.locate import ResumePoint
+from nashcli.engine.run_folder import OpenedRun, claim_folder, open_run
 from nashcli.engine.schedule import learning_rate_at
 from nashcli.engine.step import forward_backward
 from nashcli.engine.stop import StopRequests
@@ -36,27 +38,36 @@ from nashcli.errors import NashError
 from nashcli.model.gpt import GPT, flops_per_token
 from nashcli.runs.metrics import MetricsLogger, open_metrics
 
+# A non-finite loss this soon after a resume points at the checkpoint rather than the learning rate.
+STEPS_SUSPECTING_THE_CHECKPOINT = 20
+
 
 def train(
     config: NashConfig,
     *,
-    resume: Optional[Path] = None,
+    resume: "ResumePoint | Path | None" = None,
     reporter: Optional[Reporter] = None,
     overwrite: bool = False,
     name_prefix: Optional[str] = None,
 ) -> dict:
     """Train `config` into runs_dir/<name>/ and return the summary (also written to summary.json).
 
-    resume: a run folder or name; continues exactly from its `last` checkpoint (its folder is used,
-    whatever config.name says). overwrite: replace an existing run folder of the same name.
+    resume: a run folder or name (or a ResumePoint from `find_resume`); continues exactly from its
+    `last` checkpoint (its folder is used, whatever config.name says). overwrite: replace an existing
+    run folder of the same name, once everything else has been checked.
     name_prefix: without config.name the run is named <name_prefix>-<timestamp> (the CLI passes the
     preset name). Under torchrun every process calls this; only rank 0 reports, logs and writes.
     """
     context = setup_distributed(config.train.device)
     try:
         opened = open_run(config, context, resume, overwrite, name_prefix)
-        main_reporter = reporter if (reporter is not None and context.is_main) else SilentReporter()
-        summary = Trainer(opened, context, main_reporter).run()
+        try:
+            main_reporter = reporter if (reporter is not None and context.is_main) else SilentReporter()
+            trainer = Trainer(opened, context, main_reporter)  # checks data, weights and state first
+            claim_folder(opened, context)
+            summary = trainer.run()
+        finally:
+            opened.close()
         dist_ops.barrier(context)  # no process tears the group down while another still uses it
         return summary
     finally:
@@ -85,6 +96,12 @@ class Trainer:
         seed_everything(train_config.seed + context.rank)  # dropout differs between processes
         if opened.resume_dir is not None:
             self._load_state(opened.resume_dir)  # last: it restores the RNG states too
+            if self.progress.step >= train_config.max_steps:
+                raise NashError(
+                    f"run {self.layout.root} already has {self.progress.step} steps (train.max_steps="
+                    f"{train_config.max_steps}): to train longer, resume with --set train.max_steps=N"
+                )
+            opened.notes.append(f"resuming at step {self.progress.step} from {opened.resume_dir}")
         self.compiled = compile_model(self.model) if train_config.compile else self.model
         self.train_model = dist_ops.wrap_model(self.compiled, context)
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.max_seq_len)
@@ -93,22 +110,17 @@ class Trainer:
 
     def run(self) -> dict:
         train_config, progress = self.config.train, self.progress
-        if progress.step >= train_config.max_steps:
-            raise NashError(
-                f"run {self.layout.root} already has {progress.step} steps (train.max_steps={train_config.max_steps}): "
-                "to train longer, resume with --set train.max_steps=N"
-            )
         metrics = MetricsLogger([])
         if self.context.is_main:
-            self.layout.write_config(self.config)
             self.layout.summary_path.unlink(missing_ok=True)  # a resumed run's totals are not final yet
             resume_step = progress.step if self.opened.resume_dir else None
             metrics = open_metrics(self.layout, self.config, resume_step=resume_step)
         self.reporter.on_start(self._start_info())
         self.session = SessionClock()
         stopping = False
+        stop = StopRequests()
         try:
-            with StopRequests() as stop:
+            with stop:
                 while progress.step < train_config.max_steps and not stopping:
                     stopping = self._train_step(stop, metrics)
                     final = progress.step == train_config.max_steps
@@ -127,7 +139,7 @@ class Trainer:
         if self.context.is_main and not interrupted:
             self.layout.write_summary(summary)
         self.reporter.on_end({**summary, "interrupted": interrupted, "resume_command": self._resume_command()})
-        return {**summary, "interrupted": interrupted}
+        return {**summary, "interrupted": interrupted, "stop_signal": stop.signal_number}
 
     def _train_step(self, stop: StopRequests, metrics: MetricsLogger) -> bool:
         """One optimizer step; returns whether any process asked to stop."""
@@ -146,10 +158,7 @@ class Trainer:
         loss_sum, stop_votes = dist_ops.all_reduce_sum(shared, self.context).tolist()
         loss = loss_sum / max(totals.target_tokens, 1)
         if not math.isfinite(loss):
-            raise NashError(
-                f"the training loss became {loss} at step {progress.step + 1}; the run stopped, its last good "
-                f"checkpoint is in {self.layout.checkpoints_dir}: lower train.lr or use train.precision=bf16/fp32"
-            )
+            raise self._non_finite_loss_error(loss)
         self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
         max_norm = train_config.grad_clip if train_config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
@@ -173,6 +182,21 @@ class Trainer:
             metrics.log({**record, "tokens_per_s": self.session.interval_tokens_per_s()}, progress.step)
         self.reporter.on_step({"step": progress.step, **record})
         return stop_votes > 0
+
+    def _non_finite_loss_error(self, loss: float) -> NashError:
+        """The run stops without saving: `last` keeps the state before this step."""
+        step = self.progress.step + 1
+        steps_since_resume = self.session.steps + 1
+        if self.opened.resume_dir is not None and steps_since_resume <= STEPS_SUSPECTING_THE_CHECKPOINT:
+            return NashError(
+                f"the training loss became {loss} at step {step}, just after resuming from {self.opened.resume_dir} "
+                f"at step {step - steps_since_resume}: that checkpoint may be damaged; check it with `nash eval`, "
+                "start again from an earlier checkpoint with --init-from, or lower train.lr"
+            )
+        return NashError(
+            f"the training loss became {loss} at step {step}; the run stopped, its last good "
+            f"checkpoint is in {self.layout.checkpoints_dir}: lower train.lr or use train.precision=bf16/fp32"
+        )
 
     def _evaluate(self, metrics: MetricsLogger) -> bool:
         """Evaluate on the validation batches (each process its share); returns whether it is a new best."""
@@ -229,13 +253,15 @@ class Trainer:
                 f"{state['world_size']} ...), or start a new run from its weights with --init-from {self.layout.root}"
             )
         load_model_weights(self.model, checkpoint_dir)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.grad_scaler.is_enabled() and state["grad_scaler"]:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
-        self.progress.load_state_dict(state["progress"])
         own = state["ranks"][self.context.rank]
-        self.batches.train.load_state_dict(own["data"])
-        restore_rng_state(own["rng"])
+        try:  # each part checks its own saved state against itself before taking it
+            load_optimizer_state(self.optimizer, state["optimizer"])
+            load_grad_scaler_state(self.grad_scaler, state["grad_scaler"])
+            self.progress.load_state_dict(state["progress"])
+            self.batches.train.load_state_dict(own["data"])
+            restore_rng_state(own["rng"])
+        except NashError as error:
+            raise NashError(f"{checkpoint_dir / STATE_FILE} cannot be resumed from: {error}") from None
 
     def _start_info(self) -> dict:
         config, context = self.config, self.context

@@ -7,16 +7,16 @@ on import and dropped on export.
 """
 
 import json
-import pickle
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from nashcli.config.models import ModelConfig
 from nashcli.errors import NashError
 from nashcli.model.gpt import GPT
+from nashcli.tensor_files import TensorSpec, read_safetensors, save_safetensors
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -46,6 +46,8 @@ MODEL_KEYS = {
     "final_norm.bias": "ln_f.bias",
 }
 HUB_ID_PATTERN = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # weights in any of these are read as fp32
+DAMAGED_FIX = "download or export the weights again"
 
 
 def load_hf_gpt2(path_or_id: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
@@ -61,7 +63,7 @@ def load_hf_gpt2(path_or_id: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]
     """
     folder = _local_folder(path_or_id)
     config = _model_config(folder)
-    hf_tensors = _read_weights(folder)
+    hf_tensors = _read_weights(folder, _hf_shapes(config))
     return config, _to_nash_state_dict(hf_tensors, config, folder)
 
 
@@ -78,7 +80,7 @@ def export_hf(model: GPT, out_dir: Path) -> None:
         if nash_key == "token_embedding.weight":
             tensor = tensor[: config.vocab_size]
         tensors[f"transformer.{hf_key}"] = tensor.contiguous()
-    save_file(tensors, out_dir / SAFETENSORS_FILE, metadata={"format": "pt"})  # transformers checks "pt"
+    save_safetensors(tensors, out_dir / SAFETENSORS_FILE, metadata={"format": "pt"})  # transformers checks "pt"
     (out_dir / CONFIG_FILE).write_text(json.dumps(_hf_config(config), indent=2) + "\n", encoding="utf-8")
 
 
@@ -143,30 +145,84 @@ def _model_config(folder: Path) -> ModelConfig:
         raise NashError(f"{path} is not a usable GPT-2 config ({error})") from None
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def _hf_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Hugging Face key -> the shape GPT-2 of `config` stores it in: nash's, without the padding
+    rows of the token embedding."""
+    with torch.device("meta"):  # shapes only: no memory is allocated, nothing computed
+        nash_state = GPT(config).state_dict()
+    shapes = {hf_key: tuple(nash_state[nash_key].shape) for nash_key, hf_key in _key_pairs(config.n_layers)}
+    shapes[MODEL_KEYS["token_embedding.weight"]] = (config.vocab_size, config.d_model)
+    return shapes
+
+
+def _read_weights(folder: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The weights named in `shapes` (Hugging Face keys), each checked before it is read."""
     if (folder / SAFETENSORS_FILE).is_file():
-        return load_file(folder / SAFETENSORS_FILE)
+        return _read_safetensors_weights([folder / SAFETENSORS_FILE], shapes)
     if (folder / SAFETENSORS_INDEX_FILE).is_file():
-        index = json.loads((folder / SAFETENSORS_INDEX_FILE).read_text(encoding="utf-8"))
-        tensors = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            tensors.update(load_file(folder / shard))
-        return tensors
-    if (folder / PYTORCH_FILE).is_file():
+        return _read_safetensors_weights(_shard_paths(folder / SAFETENSORS_INDEX_FILE), shapes)
+    path = folder / PYTORCH_FILE
+    if path.is_file():
         try:
-            return torch.load(folder / PYTORCH_FILE, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # refused pickled code, or a damaged file failing inside the reader
             raise NashError(
-                f"{folder / PYTORCH_FILE} cannot be loaded safely ({type(error).__name__}): "
-                "use weights in model.safetensors instead"
+                f"{path} cannot be loaded safely ({type(error).__name__}): use weights in model.safetensors instead"
             ) from None
+        if not isinstance(loaded, dict):
+            raise NashError(f"{path} holds a {type(loaded).__name__}, not a dict of weights: {DAMAGED_FIX}")
+        tensors = {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+        specs = {key: TensorSpec.of(tensor) for key, tensor in tensors.items() if isinstance(key, str)}
+        return _pick_weights(path, specs, shapes, tensors.__getitem__)
     raise NashError(f"{folder} has no {SAFETENSORS_FILE} or {PYTORCH_FILE}: it is not a Hugging Face GPT-2 folder")
 
 
+def _read_safetensors_weights(paths: list[Path], shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for path in paths:
+        with read_safetensors(path, DAMAGED_FIX) as stored:
+            tensors.update(_pick_weights(path, stored.specs, shapes, stored.load))
+    return tensors
+
+
+def _pick_weights(
+    path: Path, specs: dict[str, TensorSpec], shapes: dict[str, tuple[int, ...]], load: Callable[[str], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The weights of `shapes` among one file's `specs`, each checked before `load` reads it.
+
+    Checkpoints saved from GPT2LMHeadModel prefix keys with "transformer."; the original OpenAI
+    conversion (openai-community/gpt2) does not. Other tensors (causal-mask buffers) are not read.
+    """
+    picked = {}
+    for stored_key, spec in specs.items():
+        key = stored_key.removeprefix("transformer.")
+        if key not in shapes:
+            continue
+        if spec.dtype not in FLOAT_DTYPES or spec.shape != shapes[key]:
+            raise NashError(
+                f"{path}: {stored_key} is {spec} where GPT-2 of its config.json has a float tensor of shape "
+                f"{list(shapes[key])}: the weights and config.json disagree, or the file is damaged"
+            )
+        picked[key] = load(stored_key)
+    return picked
+
+
+def _shard_paths(index_path: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's index names: plain file names inside its folder."""
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise NashError(f"cannot read {index_path} ({error}): {DAMAGED_FIX}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(name, str) and name == Path(name).name and name.endswith(".safetensors")
+        for name in weight_map.values()
+    ):
+        raise NashError(f"{index_path} needs a 'weight_map' of .safetensors file names in its folder: {DAMAGED_FIX}")
+    return [index_path.parent / name for name in sorted(set(weight_map.values()))]
+
+
 def _to_nash_state_dict(hf_tensors: dict, config: ModelConfig, folder: Path) -> dict[str, torch.Tensor]:
-    # Checkpoints saved from GPT2LMHeadModel prefix keys with "transformer."; the original OpenAI
-    # conversion (openai-community/gpt2) does not. Causal-mask buffers (attn.bias) are not weights.
-    hf_tensors = {key.removeprefix("transformer."): tensor for key, tensor in hf_tensors.items()}
     state = {}
     for nash_key, hf_key in _key_pairs(config.n_layers):
         if hf_key not in hf_tensors:

@@ -153,7 +153,14 @@ def _read_summary(layout: RunLayout) -> dict:
     if not layout.summary_path.is_file():
         return {}
     try:
-        return json.loads(layout.summary_path.read_text())
-    except json.JSONDecodeError as error:
-        raise NashError(f"{layout.summary_path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+        summary = json.loads(layout.summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise NashError(f"{layout.summary_path} is not valid JSON ({error}): delete it to use metrics.jsonl") from None
+    numeric = [field.name for field in fields(RunResult) if field.name != "name"]
+    if not isinstance(summary, dict) or not all(
+        summary.get(key) is None or (isinstance(summary[key], (int, float)) and not isinstance(summary[key], bool))
+        for key in numeric
+    ):
+        raise NashError(f"{layout.summary_path} is not a run summary (an object of numbers): delete it to use metrics.jsonl")
+    return summary
 

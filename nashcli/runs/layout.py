@@ -17,10 +17,16 @@ from typing import Optional
 
 import yaml
 
-from nashcli.config import NashConfig
+from nashcli.config import NashConfig, load_config_file
 from nashcli.errors import NashError
 
 STEP_CHECKPOINT = re.compile(r"^step_(\d{6,})$")
+# Everything nash writes at the top of a run folder (with the .tmp files of its atomic writes, and
+# the default outputs of `nash plot` and `nash compare`): a folder holding anything else is not replaced by --overwrite.
+RUN_ENTRIES = frozenset(
+    ["config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "wandb", "plot.png", "compare.png"]
+    + ["config.yaml.tmp", "metrics.jsonl.tmp", "summary.json.tmp"]
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class RunLayout:
     def exists(self) -> bool:
         return self.config_path.is_file() or self.metrics_path.is_file()
 
+    @staticmethod
+    def is_run_entry(name: str) -> bool:
+        """Whether an entry of this name at the top of a run folder is one nash writes."""
+        return name in RUN_ENTRIES
+
     def write_config(self, config: NashConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -87,12 +98,7 @@ class RunLayout:
     def read_config(self) -> NashConfig:
         if not self.config_path.is_file():
             raise NashError(f"{self.root} has no config.yaml: is it a run folder written by `nash train`?")
-        tree = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-        try:
-            return NashConfig.model_validate(tree)
-        except ValueError as error:
-            first = str(error).splitlines()
-            raise NashError(f"{self.config_path} is not a valid nash config: {' '.join(first[:3])}") from None
+        return load_config_file(self.config_path)
 
     @classmethod
     def for_config(cls, config: NashConfig) -> "RunLayout":

@@ -37,12 +37,6 @@ class WandbSink:
     def __init__(self, layout: RunLayout, config: NashConfig, resume: bool):
         import wandb
 
-        mode = config.metrics.wandb
-        if mode == "online" and not wandb.login(prompt=False, verify=False):
-            raise NashError(
-                "metrics.wandb=online needs wandb credentials: run `wandb login` or set WANDB_API_KEY, "
-                "or use --set metrics.wandb=offline"
-            )
         layout.wandb_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=config.metrics.wandb_project,
@@ -50,7 +44,7 @@ class WandbSink:
             id=_wandb_run_id(layout),
             # Absolute: wandb's service process may run in another working directory.
             dir=str(layout.root.resolve()),
-            mode=mode,
+            mode=config.metrics.wandb,
             config=config.model_dump(mode="json"),
             resume="allow" if resume else None,
             settings=wandb.Settings(silent=True, console="off"),
@@ -71,6 +65,19 @@ def _wandb_run_id(layout: RunLayout) -> str:
     run_id = uuid.uuid4().hex[:12]
     path.write_text(run_id)
     return run_id
+
+
+def check_sinks(config: NashConfig) -> None:
+    """Refuse, before a run touches its folder, a sink that cannot start: wandb online without
+    credentials (online never prompts for a login)."""
+    if config.metrics.wandb == "online":
+        import wandb
+
+        if not wandb.login(prompt=False, verify=False):
+            raise NashError(
+                "metrics.wandb=online needs wandb credentials: run `wandb login` or set WANDB_API_KEY, "
+                "or use --set metrics.wandb=offline"
+            )
 
 
 class MetricsLogger:
@@ -102,22 +109,47 @@ def open_metrics(layout: RunLayout, config: NashConfig, resume_step: Optional[in
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl, in order. A torn last line (the process was killed while
-    writing it) is skipped; any other invalid line is an error naming the line."""
+    """The records of a metrics.jsonl, in order: JSON objects of numbers with an integer step.
+
+    A torn last line (the process was killed while writing it) is skipped; any other invalid line is
+    an error naming the line.
+    """
     if not Path(path).is_file():
         raise NashError(f"no metrics file {path}: has this run logged a step yet?")
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise NashError(f"{path} is not UTF-8 text: is it a metrics file written by nash train?") from None
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as error:
             if number == len(lines):
                 break
             raise NashError(f"{path} line {number} is not valid JSON: {error.msg}") from None
+        if not _is_metrics_record(record):
+            raise NashError(
+                f"{path} line {number} is not a metrics record (a JSON object of numbers with an integer "
+                "step): delete or fix that line"
+            )
+        records.append(record)
     return records
+
+
+def _is_metrics_record(record) -> bool:
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("step"), int)
+        and not isinstance(record["step"], bool)
+        and record["step"] >= 0
+        and all(value is None or is_number(value) for value in record.values())
+    )
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

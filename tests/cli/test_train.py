@@ -1,6 +1,7 @@
 """`nash train` end to end through the CLI on a tiny prepared corpus."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,27 +13,6 @@ from nashcli.runs.metrics import read_metrics
 runner = CliRunner()
 
 
-@pytest.fixture
-def train_args(tiny_dataset, tiny_model_settings):
-    """train_args(*overrides) -> `--set` arguments that train the tiny model on the tiny corpus."""
-
-    def make(*extra: str) -> list[str]:
-        values = tiny_model_settings + [
-            f"data.dataset={tiny_dataset}",
-            "train.batch_size=4",
-            "train.max_steps=4",
-            "train.warmup_steps=1",
-            "train.eval_interval=2",
-            "train.eval_batches=2",
-            "train.checkpoint_interval=2",
-            "metrics.log_interval=1",
-            *extra,
-        ]
-        return [arg for value in values for arg in ("--set", value)]
-
-    return make
-
-
 def test_train_writes_config_metrics_checkpoints_summary_and_wandb_offline(train_args):
     result = runner.invoke(app, ["train", "--run", "demo", *train_args("metrics.wandb=offline")])
     assert result.exit_code == 0, result.output
@@ -42,12 +22,15 @@ def test_train_writes_config_metrics_checkpoints_summary_and_wandb_offline(train
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4]
     evals = [r for r in records if "val_loss" in r]
     assert [r["step"] for r in evals] == [2, 4]
-    assert all(0 <= r["val_accuracy"] <= 1 and r["val_perplexity"] > 1 for r in evals)
+    for r in evals:  # 2 eval batches of 4 rows of 16 targets
+        assert r["val_tokens"] == 2 * 4 * 16 and r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"]))
     for which in ("last", "best"):
         assert {p.name for p in (run / "checkpoints" / which).iterdir()} == {
             "model.safetensors", "state.pt", "checkpoint.json"
         }
-    assert (run / "summary.json").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["steps"], summary["tokens"]) == (4, 4 * 4 * 16)
+    assert summary["final_val_loss"] == evals[-1]["val_loss"]
     assert len(list((run / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
     assert "eval step 4: val loss" in result.output  # plain lines: CliRunner is not a terminal
     assert "step 4/4" in result.output

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from nashcli.data.shards import DatasetMeta, open_shard
+from nashcli.data.dataset_meta import DatasetMeta
+from nashcli.data.shards import open_shard
 
 # Six short documents with varied text: punctuation, digits, unicode, blank lines inside a document.
 DOCUMENTS = [

@@ -6,7 +6,7 @@ import pytest
 from .corpora import DOCUMENTS, split_documents, split_tokens, write_jsonl
 
 from nashcli.data.prepare import VAL_MIN_TOKENS, ValSplitter, default_out_dir, prepare_dataset
-from nashcli.data.shards import DatasetMeta, is_prepared
+from nashcli.data.dataset_meta import DatasetMeta, is_prepared
 from nashcli.data.sources import SHAKESPEARE_TOKENS, LocalFiles, resolve_source
 from nashcli.data.tokenizer import get_tokenizer
 from nashcli.errors import NashError

@@ -6,7 +6,8 @@ import torch
 from .corpora import split_tokens
 
 from nashcli.data.pretrain import PretrainBatches, resolve_dataset_dir
-from nashcli.data.shards import DatasetMeta, ShardInfo, ShardWriter, SplitInfo, shard_file_name
+from nashcli.data.dataset_meta import DatasetMeta
+from nashcli.data.shards import ShardInfo, ShardWriter, SplitInfo, shard_file_name
 from nashcli.errors import NashError
 
 
@@ -21,7 +22,7 @@ def make_dataset(folder, train_shard_lengths=(1000, 777, 50), val_tokens=300, ma
             writer = ShardWriter(folder / shard_file_name(split, index))
             writer.write((np.arange(position, position + length) % 50000).astype(np.uint16))
             writer.close()
-            info.shards.append(ShardInfo(writer.path.name, length))
+            info.shards.append(ShardInfo(writer.path.name, length, writer.sha256))
             info.tokens += length
             position += length
         splits[split] = info
@@ -117,6 +118,16 @@ def test_user_errors_are_one_line(tmp_path):
     other = PretrainBatches(folder, "train", 32, 2, seed=0)
     with pytest.raises(NashError, match="resume with the same data and model.max_seq_len"):
         other.load_state_dict(PretrainBatches(folder, "train", 16, 2, seed=0).state_dict())
+
+
+def test_a_token_id_above_max_token_id_stops_the_batch_naming_its_shard(tmp_path):
+    # meta.json says ids stop at 999; train_001.bin holds 1000..1776 (a dataset that lies, say, or a
+    # damaged one without checksums): no such id may reach the model's embedding.
+    folder = make_dataset(tmp_path / "d", max_token_id=999)
+    assert int(next(PretrainBatches(folder, "val", 16, 4, seed=0).eval_batches(1))[0].max()) <= 999
+    batches = PretrainBatches(folder, "train", 16, 64, seed=0, vocab_size=50257)
+    with pytest.raises(NashError, match=r"d/train_001.bin holds token id 1\d{3}, above max_token_id 999 in .*d/meta.json"):
+        batches.next_batch()
 
 
 def test_resolve_dataset_dir_names_what_is_prepared_and_the_fix(tmp_path):

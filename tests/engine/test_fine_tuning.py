@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nashcli.data.pretrain import PretrainBatches
 from nashcli.data.sft import SFTBatches, load_sft_examples, split_sft_examples
 from nashcli.data.tokenizer import get_tokenizer
-from nashcli.engine.checkpoint import load_checkpoint_model
+from nashcli.engine.loading import load_model
 from nashcli.engine.reporter import SilentReporter
 from nashcli.engine.trainer import train
 from nashcli.model.loss import IGNORE_INDEX
@@ -41,17 +41,21 @@ def test_sft_from_a_pretrained_run_starts_at_its_loss_on_completion_tokens_only(
     # The first step's loss is the pretrained model's mean loss over the completion targets of the
     # same first batch: the weights were loaded, and prompt and padding targets carry no loss.
     examples, _ = load_sft_examples(sft_file, get_tokenizer(), max_seq_len=16)
-    train_examples, _ = split_sft_examples(examples, 0.05, seed=1337)
+    train_examples, val_examples = split_sft_examples(examples, 0.05, seed=1337)
     inputs, targets = SFTBatches(train_examples, batch_size=4, seed=1337).next_batch()
-    pretrained, _ = load_checkpoint_model("runs/base", which="best")
+    pretrained, _ = load_model("runs/base", "best", device="cpu")
     with torch.no_grad():
         logits = pretrained(inputs)  # (B, T, V)
     kept = targets != IGNORE_INDEX
     expected = F.cross_entropy(logits[kept], targets[kept]).item()
     assert 0 < kept.sum() < targets.numel()
     assert reporter.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-5)
+    # Evaluation counts the completion targets of its 2 fixed batches of 4, not their padded size.
+    val_batches = list(SFTBatches(val_examples, batch_size=4, seed=1337).eval_batches(2))
+    val_targets = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in val_batches)
+    assert 0 < val_targets < sum(targets.numel() for _, targets in val_batches)
     evals = [r for r in read_metrics(Path("runs/sft/metrics.jsonl")) if "val_loss" in r]
-    assert [r["step"] for r in evals] == [1, 2] and all(0 < r["val_tokens"] < 2 * 4 * 16 for r in evals)
+    assert [(r["step"], r["val_tokens"]) for r in evals] == [(1, val_targets), (2, val_targets)]
 
 
 def test_init_from_hf_weights_takes_their_shape_and_values(tiny_config, tiny_dataset, tmp_path):
@@ -65,7 +69,7 @@ def test_init_from_hf_weights_takes_their_shape_and_values(tiny_config, tiny_dat
     summary = train(
         tiny_config("name=from-hf", f"init_from={source}", "model.dropout=0", "train.max_steps=2"), reporter=reporter
     )
-    config = load_checkpoint_model("runs/from-hf")[1]
+    config = load_model("runs/from-hf", "last", device="cpu")[1]
     assert (config.model.n_layers, config.model.d_model, config.init_from) == (1, 16, source)
     assert summary["parameters"] == sum(p.numel() for p in hf_model.parameters())
     inputs, targets = PretrainBatches(tiny_dataset, "train", seq_len=16, batch_size=4, seed=1337).next_batch()

@@ -6,7 +6,7 @@ import pytest
 from nashcli.config import NashConfig
 from nashcli.errors import NashError
 from nashcli.runs.layout import RunLayout
-from nashcli.runs.metrics import open_metrics, read_metrics
+from nashcli.runs.metrics import check_sinks, open_metrics, read_metrics
 
 
 def test_every_record_lands_in_metrics_jsonl_with_its_step():
@@ -66,4 +66,4 @@ def test_wandb_online_without_credentials_is_an_error_not_a_prompt(monkeypatch, 
     config = NashConfig(name="demo")
     config.metrics.wandb = "online"
     with pytest.raises(NashError, match="metrics.wandb=online needs wandb credentials.*metrics.wandb=offline"):
-        open_metrics(RunLayout(Path("runs/demo")), config)
+        check_sinks(config)
