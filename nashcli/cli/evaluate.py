@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from nashcli.cli.console import console, make_progress, make_table
+from nashcli.cli.console import console, err_console, make_progress, make_table
 
 
 def command(
@@ -34,6 +34,7 @@ def command(
     from nashcli.engine.loading import EvalRequest, prepare_evaluation
 
     evaluation = prepare_evaluation(EvalRequest(source, checkpoint, data, split, max_batches, batch_size, precision, device))
+    err_console.print(f"evaluating on {evaluation.description}", style="dim", markup=False, soft_wrap=True)
     with make_progress(quiet=as_json) as progress:
         task = progress.add_task("evaluating", total=evaluation.num_batches)
         results = evaluation.run(on_batch=lambda done: progress.update(task, completed=done))

@@ -1,4 +1,8 @@
-"""`nash generate`: sample text from a trained model, streamed to the terminal as it is produced."""
+"""`nash generate`: sample text from a trained model, streamed as it is produced.
+
+The samples alone go to stdout (`nash generate ... > sample.txt` holds just the text); sample
+headers and the timing line go to stderr.
+"""
 
 import codecs
 import sys
@@ -7,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from nashcli.cli.console import console
+from nashcli.cli.console import err_console
 from nashcli.errors import NashError
 
 
@@ -57,8 +61,8 @@ def command(
     produced, started = 0, time.perf_counter()
     for sample_index in range(num_samples):
         if num_samples > 1:
-            console.print(f"[dim]── sample {sample_index + 1}/{num_samples} ──[/]")
-        console.print(prompt, end="", markup=False, highlight=False)
+            err_console.print(f"[dim]── sample {sample_index + 1}/{num_samples} ──[/]")
+        _write(prompt)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens = generate_tokens(
             model,
@@ -73,9 +77,12 @@ def command(
         for token in tokens:
             produced += 1
             # A character can span two tokens: the incremental decoder holds back the partial bytes.
-            text = decoder.decode(tokenizer.decode_bytes([token]))
-            console.print(text, end="", markup=False, highlight=False)
-            console.file.flush()
-        console.print(decoder.decode(b"", final=True), markup=False, highlight=False)
+            _write(decoder.decode(tokenizer.decode_bytes([token])))
+        _write(decoder.decode(b"", final=True) + "\n")
     elapsed_s = time.perf_counter() - started
-    console.print(f"[dim]{produced} tokens in {elapsed_s:.1f} s, {produced / max(elapsed_s, 1e-9):.1f} tokens/s[/]")
+    err_console.print(f"[dim]{produced} tokens in {elapsed_s:.1f} s, {produced / max(elapsed_s, 1e-9):.1f} tokens/s[/]")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # stream: each token shows as soon as it is sampled

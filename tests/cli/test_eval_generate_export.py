@@ -4,9 +4,13 @@ import json
 import math
 
 import pytest
+import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from nashcli.cli.app import app
+from nashcli.data.pretrain import PretrainBatches
+from nashcli.engine.loading import load_model
 from nashcli.engine.trainer import train
 
 runner = CliRunner()
@@ -15,7 +19,11 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def trained_run(tiny_config, tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
-    config = tiny_config("name=tiny", f"runs_dir={runs_dir}", "train.max_steps=4", "train.eval_interval=2")
+    # lr 3e-2: four steps teach it the commonest tokens, so its accuracy is not zero.
+    config = tiny_config(
+        "name=tiny", f"runs_dir={runs_dir}", "train.max_steps=4", "train.eval_interval=2",
+        "train.lr=3e-2", "train.min_lr=1e-3",
+    )
     train(config)
     return runs_dir / "tiny"
 
@@ -30,13 +38,23 @@ def eval_json(*args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_eval_reports_the_four_keys_deterministically(trained_run):
+def test_eval_reports_the_four_keys_deterministically(trained_run, tiny_dataset):
     first = eval_json(trained_run, "--max-batches", "3")
     assert set(first) == {"val_loss", "perplexity", "accuracy", "tokens"}
     assert first["tokens"] == 3 * 4 * 16  # batches x batch size x context
     assert first["perplexity"] == pytest.approx(math.exp(first["val_loss"]), rel=1e-9)
-    assert 0.0 <= first["accuracy"] <= 1.0
     assert eval_json(trained_run, "--max-batches", "3") == first
+    # The same numbers by hand: the best checkpoint on the first 3 fixed validation batches.
+    model, _ = load_model(trained_run, "best", device="cpu")
+    batches = PretrainBatches(tiny_dataset, "val", seq_len=16, batch_size=4, seed=0).eval_batches(3)
+    inputs, targets = (torch.cat(tensors) for tensors in zip(*batches))  # (12, 16) each
+    with torch.no_grad():
+        logits = model(inputs).flatten(0, 1)  # (12 * 16, vocab_size)
+    expected_loss = F.cross_entropy(logits, targets.flatten()).item()
+    expected_accuracy = (logits.argmax(dim=-1) == targets.flatten()).float().mean().item()
+    assert 0 < expected_accuracy < 1  # the trained model gets some tokens right, not all
+    assert first["val_loss"] == pytest.approx(expected_loss, abs=1e-5)
+    assert first["accuracy"] == pytest.approx(expected_accuracy, abs=1e-6)
 
 
 def test_eval_table_names_the_metrics(trained_run):
@@ -60,12 +78,28 @@ def test_exported_weights_evaluate_exactly_like_the_run(trained_run, tiny_datase
 
 
 def test_generate_with_a_seed_is_reproducible(trained_run):
-    args = ["generate", trained_run, "--prompt", "ROMEO:", "--max-tokens", "12", "--seed", "7", "--no-stop-at-eot"]
-    first, second = invoke(*args), invoke(*args)
+    args = ["generate", trained_run, "--prompt", "ROMEO:", "--max-tokens", "12", "--no-stop-at-eot", "--seed"]
+    first, second, other_seed = invoke(*args, "7"), invoke(*args, "7"), invoke(*args, "8")
     assert first.exit_code == 0, first.output
     assert first.output.splitlines()[:-1] == second.output.splitlines()[:-1]  # the last line holds timings
+    assert other_seed.output.splitlines()[:-1] != first.output.splitlines()[:-1]  # the seed is used
     assert first.output.startswith("ROMEO:")
     assert "12 tokens in" in first.output
+
+
+def test_generate_writes_only_the_samples_to_stdout(trained_run):
+    result = invoke("generate", trained_run, "--prompt", "ROMEO:", "--max-tokens", "5", "--num-samples", "2", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    samples = result.stdout.splitlines()
+    assert len(samples) == 2 and all(sample.startswith("ROMEO:") for sample in samples), result.stdout
+    assert "sample 2/2" in result.stderr and "tokens in" in result.stderr and "tokens in" not in result.stdout
+
+
+def test_eval_says_on_stderr_what_it_measured(trained_run, tiny_dataset):
+    result = invoke("eval", trained_run, "--json", "--max-batches", "2")
+    assert json.loads(result.stdout)["tokens"] == 2 * 4 * 16
+    expected = f"evaluating on {tiny_dataset} ("
+    assert result.stderr.startswith(expected) and "val split: 2 batches of 4 x 16 tokens, fp32 on cpu" in result.stderr
 
 
 def test_generate_reads_the_prompt_from_stdin(trained_run):
