@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from nashcli.cli import prepare
 from nashcli.cli.app import app
 from nashcli.data.prepare import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
-from nashcli.data.shards import DatasetMeta
+from nashcli.data.dataset_meta import DatasetMeta
+from nashcli.data.sources import REGISTRY
 
 runner = CliRunner()
 
@@ -37,20 +38,31 @@ def test_prepare_local_file_with_out_and_options(tmp_path):
     assert "--set data.dataset=custom" in result.output
 
 
-def test_list_shows_the_registry():
-    result = runner.invoke(app, ["prepare", "--list"], terminal_width=200)
-    assert result.exit_code == 0
-    for name in ["shakespeare", "tinystories_10M", "openwebtext_100M", "fineweb_1B", "fineweb-edu_10B"]:
-        assert name in result.output
-    assert "hf:roneneldan/TinyStories" in result.output and "20.0 GB" in result.output
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of each body line of a rich table (a wrapped cell's continuation lines start with "")."""
+    return [[cell.strip() for cell in line.strip("│ ").split("│")] for line in output.splitlines() if "│" in line]
+
+
+def test_list_shows_every_registry_entry_with_its_source():
+    result = runner.invoke(app, ["prepare", "--list"], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    rows = {row[0]: row for row in table_rows(result.output)}
+    assert len(REGISTRY) >= 2
+    for name, entry in REGISTRY.items():
+        assert name in rows, f"{name} missing from nash prepare --list"
+        source_cell = rows[name][1]  # a long label wraps: its first line
+        assert source_cell and entry.source_label.startswith(source_cell), (name, source_cell)
+    # The disk column: two bytes a token, e.g. 20.0 GB for ten billion tokens.
+    largest = max(REGISTRY.values(), key=lambda entry: entry.tokens)
+    assert largest.tokens >= 10**9 and rows[largest.name][3] == f"{largest.tokens * 2 / 1e9:.1f} GB"
 
 
 def test_unknown_source_is_one_error_line():
     result = runner.invoke(app, ["prepare", "nope"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: unknown source 'nope': not a registry name (shakespeare, tinystories_10M, openwebtext_100M, "
-        "fineweb_1B, fineweb-edu_10B), not hf:USER/NAME, and no such file or folder"
+        f"error: unknown source 'nope': not a registry name ({', '.join(REGISTRY)}), not hf:USER/NAME, "
+        "and no such file or folder"
     ]
 
 

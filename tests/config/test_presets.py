@@ -1,7 +1,8 @@
 import pytest
+import yaml
 
 from nashcli.config import resolve_config
-from nashcli.config.presets import available_presets
+from nashcli.config.presets import PRESETS_DIR, available_presets
 from nashcli.errors import NashError
 
 
@@ -9,9 +10,26 @@ def test_the_four_presets_ship():
     assert {"tiny", "small", "gpt2-124m", "sft"} <= set(available_presets())
 
 
+def leaves(tree: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 @pytest.mark.parametrize("name", available_presets())
-def test_every_preset_validates(name):
-    resolve_config(name, [])
+def test_every_preset_validates_and_keeps_each_of_its_values(name):
+    written = leaves(yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8")))
+    resolved = leaves(resolve_config(name, []).model_dump(mode="json"))
+    assert written, f"preset {name} sets nothing"
+    for key, value in written.items():
+        # YAML 1.1 reads 6e-4 (no dot) as text; the config holds the number.
+        expected = float(value) if isinstance(resolved[key], float) else value
+        assert resolved[key] == expected, f"preset {name}: {key} is {resolved[key]!r}, the file says {value!r}"
 
 
 def test_small_preset_shape():

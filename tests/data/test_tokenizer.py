@@ -10,7 +10,8 @@ def test_known_ids_match_tiktoken_gpt2():
     tokenizer = get_tokenizer()
     assert tokenizer.encode("Hello world") == [15496, 995]
     assert tokenizer.encode(" the") == [262]
-    assert tokenizer.encode("<|endoftext|>") != [50256]  # special text is ordinary text when encoding data
+    # Special text is ordinary text when encoding data: "<", "|", "end", "of", "text", "|", ">".
+    assert tokenizer.encode("<|endoftext|>") == [27, 91, 437, 1659, 5239, 91, 29]
 
 
 def test_vocab_and_end_of_text():
