@@ -1,23 +1,51 @@
 """The `nash` command group: the table of commands, global options, and error rendering.
 
-Every user error (a NashError) is printed once here as one line with exit code 2; `--debug` shows
-the traceback instead.
+Every user error (a NashError, a file system error, a usage error) is printed once here as one line
+with exit code 2; `--debug` shows the traceback of the first two instead.
 """
 
 import errno
 import functools
 import inspect
 import signal
+import sys
 from typing import Callable, Optional
 
 import typer
+import typer.core
 
 from nashcli import __version__
 from nashcli.cli.console import console, print_error
 from nashcli.errors import NashError
 
+# typer raises click's exceptions (its own copy of click): the base class of a usage error.
+_ClickException = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """A usage error (an unknown option, an impossible value) is one `error:` line like any other,
+    not click's usage text and box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickException as error:
+            context = getattr(error, "ctx", None)
+            if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                command = context.command_path if context is not None else "nash"
+                print_error(f"{command}: {error.format_message()} (see {command} --help)")
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="nash",
+    cls=_OneLineUsageErrors,
     help="From raw text to a trained GPT-2-style language model: prepare, train, eval, generate, plot, compare.",
     no_args_is_help=True,
     add_completion=False,

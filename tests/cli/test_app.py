@@ -45,6 +45,18 @@ def test_user_error_is_one_line_with_exit_code_2():
     assert lines == ["error: unknown config key 'train.lrr': did you mean 'train.lr'?"]
 
 
+def test_usage_errors_are_one_line_on_stderr_with_exit_code_2():
+    cases = {
+        ("generate", "runs/x", "--max-tokens", "0"): "error: nash generate: Invalid value for '--max-tokens': ",
+        ("train", "--bogus"): "error: nash train: No such option: --bogus (see nash train --help)",
+        ("eval",): "error: nash eval: Missing argument 'source'. (see nash eval --help)",
+    }
+    for args, expected in cases.items():
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(expected), result.stderr
+
+
 def test_debug_shows_the_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "nashcli", "--debug", "train", "--preset", "nope"],
