@@ -1,13 +1,13 @@
-"""A deterministic, resumable, rank-split order over N items (windows of tokens, SFT examples).
+"""Which items (windows of tokens, SFT examples) each rank reads: a deterministic, resumable order.
 
 The order is an endless stream of epochs; each epoch is a fresh permutation of range(N) drawn from
 a generator seeded with (seed, epoch). A global batch takes the next `batch_size x world_size`
 items of the stream and rank r keeps its own contiguous `batch_size` of them, so every rank reads
 different items and the whole position is one integer: `items_consumed`. Resuming with another
-world size still continues the same stream.
+world size still continues the same stream. Evaluation reads fixed items, split the same way.
 """
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from nashcli.errors import NashError
 from nashcli.value_checks import is_int
 
 MAX_ITEMS_CONSUMED = 2**62  # stream positions are numpy int64s: a bigger one would overflow
+# Evaluation items come from this fixed seed, not the run's: runs with different seeds are then
+# compared on the same validation windows or examples.
+EVAL_ORDER_SEED = 0
 
 
 class EpochOrder:
@@ -73,7 +76,41 @@ class EpochOrder:
         self._permutations = {}
 
 
-def fixed_indices(num_items: int, count: int, seed: int) -> np.ndarray:
-    """`count` indices drawn once from a fixed permutation (cycled when count > num_items)."""
-    permutation = np.random.default_rng([seed]).permutation(num_items)
-    return permutation[np.arange(count) % num_items]
+class RankBatchOrder:
+    """The item indices of this rank's batches, for training (resumable) and evaluation (fixed).
+
+    What pretraining and SFT batches share; each turns the indices into tensors its own way.
+
+    >>> order = RankBatchOrder(num_items=100, batch_size=4, seed=0, rank=1, world_size=2)
+    >>> order.next_indices()   # (4,): positions 4..7 of the stream, the first global batch of 8
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self._epochs = EpochOrder(num_items, seed)
+
+    def next_indices(self) -> np.ndarray:
+        """Indices (batch_size,) of this rank's share of the next global training batch."""
+        return self._epochs.next_indices(self.batch_size, self.rank, self.world_size)
+
+    def eval_indices(self, num_batches: int) -> Iterator[np.ndarray]:
+        """This rank's indices (batch_size,) of `num_batches` fixed global batches, the same every
+        call whatever the training position; ranks get disjoint items unless the data is smaller
+        than asked for (then items repeat)."""
+        num_items, global_batch = self._epochs.num_items, self.batch_size * self.world_size
+        permutation = np.random.default_rng([EVAL_ORDER_SEED]).permutation(num_items)
+        indices = permutation[np.arange(num_batches * global_batch) % num_items]  # cycled if the data is short
+        for batch_index in range(num_batches):
+            start = batch_index * global_batch + self.rank * self.batch_size
+            yield indices[start : start + self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"order": self._epochs.state_dict()}
+
+    def load_state_dict(self, state: object) -> None:
+        """Continue from `state["order"]` (read from a checkpoint: NashError unless it is valid)."""
+        self._epochs.load_state_dict(state.get("order") if isinstance(state, dict) else None)

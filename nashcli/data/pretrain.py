@@ -11,15 +11,11 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from nashcli.data.order import EpochOrder, fixed_indices
+from nashcli.data.order import RankBatchOrder
 from nashcli.data.dataset_meta import META_FILE, DatasetMeta, is_prepared
 from nashcli.data.shards import open_shard
 from nashcli.data.sources import REGISTRY
 from nashcli.errors import NashError
-
-# Evaluation windows come from this fixed seed, not the run's: runs with different seeds are then
-# compared on the same validation tokens.
-EVAL_ORDER_SEED = 0
 
 
 def resolve_dataset_dir(dataset: str, data_dir: Path) -> Path:
@@ -57,8 +53,6 @@ class PretrainBatches:
         world_size: int = 1,
         vocab_size: Optional[int] = None,
     ):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world size {world_size}")
         meta = DatasetMeta.read(dataset_dir)
         if vocab_size is not None and meta.max_token_id >= vocab_size:
             raise NashError(
@@ -74,9 +68,6 @@ class PretrainBatches:
             )
         self.split = split
         self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
         self._shard_paths = [dataset_dir / shard.file for shard in info.shards]
         self._shards = [open_shard(path, shard) for path, shard in zip(self._shard_paths, info.shards)]
         # Every batch is checked against this bound (meta.json's vocab_size and the model's are above
@@ -93,26 +84,23 @@ class PretrainBatches:
                 f"the '{split}' split of {dataset_dir} has {self.num_tokens:,} tokens, fewer than one sequence of "
                 f"{seq_len + 1} (model.max_seq_len + 1) in any shard: lower model.max_seq_len or prepare more data"
             )
-        self._order = EpochOrder(self.num_windows, seed)
+        self._order = RankBatchOrder(self.num_windows, batch_size, seed, rank, world_size)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next training batch of this rank: x, y int64 (batch_size, seq_len)."""
-        return self._batch(self._order.next_indices(self.batch_size, self.rank, self.world_size))
+        return self._batch(self._order.next_indices())
 
     def eval_batches(self, num_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`num_batches` fixed batches (the same every call, whatever the training position);
         ranks get disjoint windows. Windows repeat only when the split is smaller than asked for."""
-        global_batch = self.batch_size * self.world_size
-        indices = fixed_indices(self.num_windows, num_batches * global_batch, EVAL_ORDER_SEED)
-        for batch_index in range(num_batches):
-            start = batch_index * global_batch + self.rank * self.batch_size
-            yield self._batch(indices[start : start + self.batch_size])
+        return map(self._batch, self._order.eval_indices(num_batches))
 
     def state_dict(self) -> dict:
-        return {"split": self.split, "seq_len": self.seq_len, "order": self._order.state_dict()}
+        # split and seq_len say what the position is in, for a reader; loading checks the window count.
+        return {"split": self.split, "seq_len": self.seq_len, **self._order.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._order.load_state_dict(state.get("order"))
+        self._order.load_state_dict(state)
 
     def _batch(self, window_indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         rows = np.stack([self._window(int(index)) for index in window_indices])  # (B, T+1) uint16

@@ -35,7 +35,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from nashcli.data.order import EpochOrder, fixed_indices
+from nashcli.data.order import RankBatchOrder
 from nashcli.data.text_files import read_jsonl_records
 from nashcli.data.tokenizer import Tokenizer
 from nashcli.errors import NashError
@@ -45,8 +45,6 @@ CHAT_ROLES = ("system", "user", "assistant")
 # A longer example line is refused: tokenizing one line takes ~50x its size in memory, and 16 MiB is
 # already ~30x the ordinary text that fits the longest context (131,072 tokens).
 SFT_LINE_MAX_BYTES = 16 << 20
-# Evaluation examples come from a fixed seed, not the run's, so runs are compared on the same examples.
-EVAL_ORDER_SEED = 0
 
 
 def render_chat_prompt(messages: list[dict]) -> str:
@@ -193,33 +191,24 @@ class SFTBatches:
     ):
         if not examples:
             raise NashError("no SFT examples to train on")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.examples = examples
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
         self.pad_token = pad_token
         self.num_tokens: int = sum(len(example.tokens) - 1 for example in examples)
-        self._order = EpochOrder(len(examples), seed)
+        self._order = RankBatchOrder(len(examples), batch_size, seed, rank, world_size)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next training batch of this rank: x, y int64 (batch_size, longest example - 1)."""
-        return self._batch(self._order.next_indices(self.batch_size, self.rank, self.world_size))
+        return self._batch(self._order.next_indices())
 
     def eval_batches(self, num_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`num_batches` fixed batches, the same every call; ranks get disjoint examples."""
-        global_batch = self.batch_size * self.world_size
-        indices = fixed_indices(len(self.examples), num_batches * global_batch, EVAL_ORDER_SEED)
-        for batch_index in range(num_batches):
-            start = batch_index * global_batch + self.rank * self.batch_size
-            yield self._batch(indices[start : start + self.batch_size])
+        return map(self._batch, self._order.eval_indices(num_batches))
 
     def state_dict(self) -> dict:
-        return {"order": self._order.state_dict()}
+        return self._order.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self._order.load_state_dict(state.get("order"))
+        self._order.load_state_dict(state)
 
     def _batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = [self.examples[int(index)] for index in indices]

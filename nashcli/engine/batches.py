@@ -1,21 +1,42 @@
 """The batches a config trains and evaluates on: token shards for pretraining, or SFT examples.
 
-Both kinds have the same interface (next_batch, eval_batches, state_dict, load_state_dict), so the
-training loop does not know which one it runs.
+Both kinds implement `Batches`, so the training loop and `nash eval` do not know which one they run.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Iterator, Optional, Protocol, runtime_checkable
+
+import torch
 
 from nashcli.config import NashConfig
 from nashcli.engine.distributed import DistributedContext
 from nashcli.errors import NashError
 
 
+@runtime_checkable
+class Batches(Protocol):
+    """This process's (inputs, targets) batches, int64 (batch_size, T): PretrainBatches or SFTBatches.
+
+    Targets hold IGNORE_INDEX where no loss is taken. Each rank reads its own share of every global batch.
+    """
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training batch; advances the position that state_dict() saves."""
+
+    def eval_batches(self, num_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`num_batches` fixed batches: the same every call, whatever the training position."""
+
+    def state_dict(self) -> dict:
+        """The training position, as plain values for a checkpoint."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a saved position; NashError, with one line, if it is not valid for this data."""
+
+
 @dataclass
 class RunBatches:
-    train: Any  # PretrainBatches or SFTBatches: next_batch(), state_dict(), load_state_dict()
-    val: Any  # the same kind, over the validation split: eval_batches(n)
+    train: Batches
+    val: Batches  # the same kind, over the validation split: for eval_batches(n)
     description: str  # one line for the display, e.g. "shakespeare (301,966 train tokens)"
     notes: list[str] = field(default_factory=list)  # warnings about the data, one line each
     # SFT only: one training example as {"prompt", "completion"} text (the completion, with its

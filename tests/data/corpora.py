@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from nashcli.data.dataset_meta import DatasetMeta
-from nashcli.data.shards import open_shard
+from nashcli.data.shards import ShardInfo, ShardWriter, SplitInfo, open_shard, shard_file_name
 
 # Six short documents with varied text: punctuation, digits, unicode, blank lines inside a document.
 DOCUMENTS = [
@@ -23,6 +24,21 @@ def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
         for text in texts:
             file.write(json.dumps({field: text}) + "\n")
     return path
+
+
+def write_parquet_dataset(folder: Path, splits: dict[str, list[str]]) -> Path:
+    """A dataset folder laid out as the hub serves one: data/<split>-NNNNN-of-NNNNN.parquet, each
+    split in two files (so `datasets` must read them in order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "data").mkdir(parents=True)
+    for split, texts in splits.items():
+        halves = [texts[: len(texts) // 2], texts[len(texts) // 2 :]]
+        for index, half in enumerate(halves):
+            table = pa.table({"text": half, "id": list(range(len(half)))})
+            pq.write_table(table, folder / "data" / f"{split}-{index:05d}-of-00002.parquet")
+    return folder
 
 
 def split_tokens(dataset_dir: Path, split: str) -> np.ndarray:
@@ -43,3 +59,22 @@ def split_documents(tokens: np.ndarray, eot: int = 50256) -> list[list[int]]:
             current.append(token)
     assert current == [], "a split must end with <|endoftext|>"
     return documents
+
+
+def make_dataset(folder, train_shard_lengths=(1000, 777, 50), val_tokens=300, max_token_id=50256):
+    """A dataset whose token at global position p is p % 50000 (so windows are easy to check)."""
+    folder.mkdir(parents=True)
+    splits = {}
+    for split, lengths in (("train", train_shard_lengths), ("val", (val_tokens,) if val_tokens else ())):
+        info = SplitInfo(documents=len(lengths))
+        position = 0
+        for index, length in enumerate(lengths):
+            writer = ShardWriter(folder / shard_file_name(split, index))
+            writer.write((np.arange(position, position + length) % 50000).astype(np.uint16))
+            writer.close()
+            info.shards.append(ShardInfo(writer.path.name, length, writer.sha256))
+            info.tokens += length
+            position += length
+        splits[split] = info
+    DatasetMeta("test", "gpt2", 50257, 50256, max_token_id, 0.1, "0", splits).write(folder)
+    return folder

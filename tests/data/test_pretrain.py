@@ -1,33 +1,12 @@
 import io
 
-import numpy as np
 import pytest
 import torch
-from .corpora import split_tokens
 
 from nashcli.data.pretrain import PretrainBatches, resolve_dataset_dir
-from nashcli.data.dataset_meta import DatasetMeta
-from nashcli.data.shards import ShardInfo, ShardWriter, SplitInfo, shard_file_name
 from nashcli.errors import NashError
 
-
-def make_dataset(folder, train_shard_lengths=(1000, 777, 50), val_tokens=300, max_token_id=50256):
-    """A dataset whose token at global position p is p % 50000 (so windows are easy to check)."""
-    folder.mkdir(parents=True)
-    splits = {}
-    for split, lengths in (("train", train_shard_lengths), ("val", (val_tokens,) if val_tokens else ())):
-        info = SplitInfo(documents=len(lengths))
-        position = 0
-        for index, length in enumerate(lengths):
-            writer = ShardWriter(folder / shard_file_name(split, index))
-            writer.write((np.arange(position, position + length) % 50000).astype(np.uint16))
-            writer.close()
-            info.shards.append(ShardInfo(writer.path.name, length, writer.sha256))
-            info.tokens += length
-            position += length
-        splits[split] = info
-    DatasetMeta("test", "gpt2", 50257, 50256, max_token_id, 0.1, "0", splits).write(folder)
-    return folder
+from .corpora import make_dataset, split_tokens
 
 
 def test_windows_are_shifted_shard_slices_that_never_cross_a_shard_end(tmp_path):
