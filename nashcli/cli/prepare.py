@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import filesize
 
 from nashcli.cli.console import console, make_progress, make_table
 from nashcli.errors import NashError
@@ -12,7 +13,7 @@ from nashcli.errors import NashError
 
 def command(
     source: Optional[str] = typer.Argument(
-        None, help="shakespeare (built in), a registry name (see --list), hf:USER/NAME, or a .txt/.jsonl/.json/.parquet file or folder."
+        None, help="shakespeare (built in), a registry name (see --list), hf:USER/NAME or hf:FOLDER, or a .txt/.jsonl/.json/.parquet file or folder."
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset folder to write (default: data/NAME)."),
     list_registry: bool = typer.Option(False, "--list", help="Show the registry of named datasets and exit."),
@@ -39,7 +40,7 @@ def command(
     from nashcli.data.sources import REGISTRY, resolve_source
 
     if list_registry:
-        rows = [[e.name, e.source_label, _format_count(e.tokens), _format_bytes(e.disk_bytes)] for e in REGISTRY.values()]
+        rows = [[e.name, e.source_label, _format_count(e.tokens), filesize.decimal(e.disk_bytes)] for e in REGISTRY.values()]
         console.print(make_table("datasets nash prepare knows by name", ["name", "source", "tokens", "disk"], rows))
         return
     if source is None:
@@ -75,7 +76,7 @@ def command(
         )
         progress.update(task, total=result.meta.num_tokens, completed=result.meta.num_tokens)
     rows = [
-        [name, info.documents, info.tokens, len(info.shards), _format_bytes(info.tokens * 2)]
+        [name, info.documents, info.tokens, len(info.shards), filesize.decimal(info.tokens * 2)]
         for name, info in result.meta.splits.items()
     ]
     console.print(make_table(str(out_dir), ["split", "documents", "tokens", "shards", "size"], rows))
@@ -91,11 +92,3 @@ def _format_count(count: int) -> str:
         if count >= divisor:
             return f"{count / divisor:.3g}{suffix}"
     return str(count)
-
-
-def _format_bytes(size_bytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size_bytes < 1000:
-            return f"{size_bytes:.0f} {unit}" if unit == "B" else f"{size_bytes:.1f} {unit}"
-        size_bytes /= 1000
-    return f"{size_bytes:.1f} TB"

@@ -6,16 +6,18 @@ True. Sources never hold a whole corpus in memory.
 
 Accepted by `nash prepare SOURCE`:
 - a registry name (`shakespeare`, built in; `tinystories_10M`, ...: hub datasets with a token budget),
-- `hf:USER/NAME` (any hub dataset, with `split`, `subset` and `text_field`),
+- `hf:USER/NAME` (any hub dataset, with `split`, `subset` and `text_field`), or `hf:FOLDER`: a dataset
+  folder `datasets.load_dataset` reads, such as a hub dataset downloaded elsewhere,
 - a local `.txt`, `.jsonl`, `.json` or `.parquet` file (`.txt.gz` and `.jsonl.gz` too), or a folder of them.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
 from nashcli.assets import SHAKESPEARE_PATH
+from nashcli.data.datasets_stream import DatasetsStream
 from nashcli.data.text_files import Piece, read_blank_line_documents, read_jsonl_documents, read_text_document
 from nashcli.errors import NashError
 
@@ -25,6 +27,8 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 DATASETS_SUFFIXES = {".json": "json", ".parquet": "parquet"}
 # Exact token count of the built-in corpus (42 documents, EOT separators included).
 SHAKESPEARE_TOKENS = 1_566_001
+# Only a local folder path starts so; a hub id is USER/NAME.
+LOCAL_PATH_PREFIXES = ("/", ".", "~")
 
 
 class TextSource(Protocol):
@@ -71,74 +75,6 @@ class LocalFiles:
             ).pieces()
 
 
-@dataclass
-class DatasetsStream:
-    """A dataset streamed with `datasets.load_dataset(..., streaming=True)`: a hub id, or a builder
-    ("json", "parquet") over local `data_files`. Only `text_field` is read."""
-
-    path: str
-    name: str
-    description: str
-    subset: Optional[str] = None
-    split: str = "train"
-    data_files: Optional[list[str]] = None
-    text_field: str = "text"
-    expected_tokens: Optional[int] = None
-    token_budget: Optional[int] = None
-    is_hub: bool = False
-    batch_size: int = field(default=512, repr=False)
-
-    def pieces(self) -> Iterator[Piece]:
-        batches = self._open()
-        first = True
-        while True:
-            try:
-                batch = next(batches, None)
-            except Exception as error:  # noqa: BLE001 - any reader failure becomes the one-line error
-                raise self._error("reading", error) from None
-            if batch is None:
-                return
-            if first and self.text_field not in batch:
-                fields = ", ".join(batch) or "none"
-                raise NashError(
-                    f"{self.description} has no field '{self.text_field}' (fields: {fields}): pass --text-field NAME"
-                )
-            first = False
-            for text in batch[self.text_field]:
-                if text is None or text == "":
-                    continue
-                if not isinstance(text, str):
-                    raise NashError(
-                        f"{self.description}: field '{self.text_field}' holds {type(text).__name__}, not text: "
-                        "pass --text-field NAME"
-                    )
-                yield text, True
-
-    def _open(self) -> Iterator[dict]:
-        try:
-            import datasets
-            import huggingface_hub
-
-            # Their retry warnings would bury the one-line error this turns a failure into.
-            datasets.logging.set_verbosity_error()
-            huggingface_hub.logging.set_verbosity_error()
-            dataset = datasets.load_dataset(
-                self.path, name=self.subset, split=self.split, data_files=self.data_files, streaming=True
-            )
-            return iter(dataset.iter(batch_size=self.batch_size))
-        except Exception as error:  # noqa: BLE001 - network, missing dataset, bad file: one line each
-            raise self._error("opening", error) from None
-
-    def _error(self, doing: str, error: Exception) -> NashError:
-        detail = f"{type(error).__name__}: {_first_line(str(error))}"
-        if self.is_hub:
-            return NashError(
-                f"could not reach the Hugging Face hub dataset {self.description} while {doing} it ({detail}): "
-                "check the network and the dataset id, or prepare local files instead (nash prepare PATH)"
-            )
-        return NashError(f"could not read {self.description} ({detail}): check the file")
-
-
 @dataclass(frozen=True)
 class RegistryEntry:
     """A named corpus: `nash prepare NAME`; the suffix of the name is its token budget."""
@@ -168,7 +104,7 @@ class RegistryEntry:
             )
         return DatasetsStream(
             path=self.hub_id, subset=self.subset, split=self.split, text_field=self.text_field, name=self.name,
-            description=self.source_label, expected_tokens=self.tokens, token_budget=self.tokens, is_hub=True,
+            description=self.source_label, expected_tokens=self.tokens, token_budget=self.tokens,
         )
 
 
@@ -178,7 +114,8 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry("shakespeare", None, None, SHAKESPEARE_TOKENS),
         RegistryEntry("tinystories_10M", "roneneldan/TinyStories", None, 10_000_000),
         RegistryEntry("openwebtext_100M", "Skylion007/openwebtext", None, 100_000_000),
-        RegistryEntry("fineweb_1B", "HuggingFaceFW/fineweb-edu", "sample-10BT", 1_000_000_000),
+        RegistryEntry("fineweb_1B", "HuggingFaceFW/fineweb", "sample-10BT", 1_000_000_000),
+        RegistryEntry("fineweb-edu_1B", "HuggingFaceFW/fineweb-edu", "sample-10BT", 1_000_000_000),
         RegistryEntry("fineweb-edu_10B", "HuggingFaceFW/fineweb-edu", "sample-10BT", 10_000_000_000),
     ]
 }
@@ -192,17 +129,16 @@ def resolve_source(
     subset: Optional[str] = None,
     split_blank_lines: bool = False,
 ) -> TextSource:
-    """The source `nash prepare SPEC` reads: a registry name, `hf:USER/NAME`, or a local file or folder."""
+    """The source `nash prepare SPEC` reads: a registry name, `hf:USER/NAME`, `hf:FOLDER`, or a local
+    file or folder."""
     if spec in REGISTRY:
         return REGISTRY[spec].source()
     if spec.startswith("hf:"):
-        hub_id = spec[3:].strip("/")
-        if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", hub_id):
-            raise NashError(f"'{spec}' is not a hub dataset id: write hf:USER/NAME, e.g. hf:roneneldan/TinyStories")
-        label = f"hf:{hub_id}" + (f" ({subset}, split {split})" if subset else f" (split {split})")
+        path = _datasets_path(spec)
+        label = f"hf:{path}" + (f" ({subset}, split {split})" if subset else f" (split {split})")
         return DatasetsStream(
-            path=hub_id, subset=subset, split=split, text_field=text_field, name=dataset_name(hub_id.split("/")[-1]),
-            description=label, is_hub=True,
+            path=path, subset=subset, split=split, text_field=text_field, name=dataset_name(Path(path).name),
+            description=label,
         )
     path = Path(spec).expanduser()
     if path.exists():
@@ -215,6 +151,25 @@ def resolve_source(
     raise NashError(
         f"unknown source '{spec}': not a registry name ({known}), not hf:USER/NAME, and no such file or folder"
     )
+
+
+def _datasets_path(spec: str) -> str:
+    """What `hf:TARGET` asks `datasets` for: a hub id, or the absolute path of a local dataset folder."""
+    target = spec[3:]
+    folder = Path(target).expanduser()
+    if target.startswith(LOCAL_PATH_PREFIXES) or folder.exists():
+        if not folder.is_dir():
+            raise NashError(
+                f"'{spec}': {folder} is not a folder: hf: takes a hub dataset id (hf:USER/NAME) or a dataset folder "
+                "(hf:./FOLDER); a single file needs no hf: (nash prepare FILE)"
+            )
+        return str(folder.resolve())
+    hub_id = target.rstrip("/")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", hub_id):
+        raise NashError(
+            f"'{spec}' is not a hub dataset id: write hf:USER/NAME, e.g. hf:roneneldan/TinyStories, or hf:./FOLDER"
+        )
+    return hub_id
 
 
 def list_text_files(path: Path) -> list[Path]:
@@ -248,8 +203,3 @@ def _strip_suffixes(name: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "no details"
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,5 +1,6 @@
 import inspect
 import json
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -9,7 +10,10 @@ from nashcli.cli import prepare
 from nashcli.cli.app import app
 from nashcli.data.prepare import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
 from nashcli.data.dataset_meta import DatasetMeta
+from nashcli.data import datasets_stream
 from nashcli.data.sources import REGISTRY
+
+from tests.data.corpora import DOCUMENTS, write_parquet_dataset
 
 runner = CliRunner()
 
@@ -66,7 +70,31 @@ def test_unknown_source_is_one_error_line():
     ]
 
 
-def test_unreachable_hub_is_one_error_line_and_leaves_no_folder(tmp_path):
+def test_prepare_hf_folder_reads_the_downloaded_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = write_parquet_dataset(tmp_path / "downloads" / "stories", {"train": DOCUMENTS * 5})
+    result = runner.invoke(app, ["prepare", f"hf:{folder}", "--val-fraction", "0.2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    meta = DatasetMeta.read(tmp_path / "data" / "stories")
+    assert meta.num_documents == len(DOCUMENTS) * 5 and meta.source == f"hf:{folder} (split train)"
+
+
+def test_offline_prepare_is_one_error_line_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    result = runner.invoke(app, ["prepare", "tinystories_10M", "--quiet"])
+    assert time.perf_counter() - started < 2
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: the Hugging Face hub is unreachable (HF_HUB_OFFLINE is set), so hf:roneneldan/TinyStories cannot be "
+        "streamed: connect to the network, or download the dataset where there is one and pass its folder: "
+        "nash prepare hf:FOLDER --max-tokens 10000000"
+    ]
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def test_unreachable_hub_is_one_error_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_stream, "hub_unreachable_reason", lambda: None)  # the probe passes; opening fails
     with mock.patch("datasets.load_dataset", side_effect=ConnectionError("Couldn't reach the Hub")):
         result = runner.invoke(app, ["prepare", "tinystories_10M", "--quiet"])
     assert result.exit_code == 2

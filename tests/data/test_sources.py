@@ -1,15 +1,18 @@
 import gzip
+import logging
 import re
+import socket
+import time
 from unittest import mock
 
 import pytest
 
-from nashcli.data import text_files
-from nashcli.data.sources import REGISTRY, DatasetsStream, resolve_source
+from nashcli.data import datasets_stream, sources, text_files
+from nashcli.data.sources import REGISTRY, DatasetsStream, RegistryEntry, resolve_source
 from nashcli.data.text_files import read_blank_line_documents, read_jsonl_documents, read_text_document
 from nashcli.errors import NashError
 
-from .corpora import DOCUMENTS, write_jsonl
+from .corpora import DOCUMENTS, write_jsonl, write_parquet_dataset
 
 
 def documents_of(pieces) -> list[str]:
@@ -33,6 +36,14 @@ def test_registry_names_carry_their_token_budget():
             assert entry.hub_id and resolve_source(name).token_budget == entry.tokens
     assert REGISTRY["shakespeare"].hub_id is None
     assert resolve_source("shakespeare").token_budget is None
+
+
+def test_registry_names_say_what_they_read():
+    # fineweb_1B once read fineweb-edu: a name is the dataset's own name plus the token budget.
+    for name, entry in REGISTRY.items():
+        if entry.hub_id is not None:
+            assert name.rsplit("_", 1)[0] == entry.hub_id.split("/")[-1].lower(), name
+    assert REGISTRY["fineweb_1B"].hub_id == "HuggingFaceFW/fineweb"
 
 
 def test_builtin_corpus_is_42_plays():
@@ -120,7 +131,93 @@ def test_datasets_stream_without_the_field_names_the_fields(tmp_path):
         list(stream.pieces())
 
 
-def test_unreachable_hub_is_a_one_line_error():
+@pytest.fixture
+def hub_answers(monkeypatch):
+    """The hub probe succeeds, so a mocked `load_dataset` decides what happens next."""
+    monkeypatch.setattr(datasets_stream, "hub_unreachable_reason", lambda: None)
+
+
+@pytest.fixture
+def stories(tmp_path):
+    """A dataset folder as downloaded from the hub: train and validation splits in parquet files."""
+    return write_parquet_dataset(tmp_path / "stories", {"train": DOCUMENTS, "validation": ["a held-out story", "and another"]})
+
+
+def test_registry_entry_streams_a_local_dataset_folder_without_the_hub(stories, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a folder must not need the hub, nor its probe
+    source = RegistryEntry("stories_1k", str(stories), None, 1000).source()
+    assert source.token_budget == 1000
+    assert documents_of(source.pieces()) == DOCUMENTS
+
+
+def test_hf_folder_is_read_locally_with_its_splits(stories, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    absolute = resolve_source(f"hf:{stories}")  # the leading slash stays: a path, not a hub id
+    assert absolute.name == "stories" and absolute.description == f"hf:{stories} (split train)"
+    assert documents_of(absolute.pieces()) == DOCUMENTS
+    monkeypatch.chdir(stories.parent)
+    relative = resolve_source("hf:./stories/", split="validation")
+    assert documents_of(relative.pieces()) == ["a held-out story", "and another"]
+    with pytest.raises(NashError, match=r"could not read hf:.*stories \(split test\) \(ValueError: .*--split"):
+        list(resolve_source("hf:./stories", split="test").pieces())
+
+
+def test_hf_path_that_is_not_a_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(NashError, match=r"'hf:/no/such/folder': /no/such/folder is not a folder: hf: takes"):
+        resolve_source("hf:/no/such/folder")
+    write_jsonl(tmp_path / "d.jsonl", DOCUMENTS)
+    with pytest.raises(NashError, match=r"a single file needs no hf: \(nash prepare FILE\)"):
+        resolve_source("hf:./d.jsonl")
+
+
+def test_offline_setting_fails_at_once_naming_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(NashError) as raised:
+        next(resolve_source("fineweb-edu_1B").pieces())
+    assert time.perf_counter() - started < 2
+    assert str(raised.value) == (
+        "the Hugging Face hub is unreachable (HF_DATASETS_OFFLINE is set), so hf:HuggingFaceFW/fineweb-edu "
+        "(sample-10BT) cannot be streamed: connect to the network, or download the dataset where there is one and "
+        "pass its folder: nash prepare hf:FOLDER --subset sample-10BT --max-tokens 1000000000"
+    )
+
+
+def test_silent_hub_fails_within_the_probe_timeout(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets_stream, "HUB_PROBE_TIMEOUT_S", 0.5)
+    with socket.socket() as server:  # accepts connections (the kernel's backlog) and never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        started = time.perf_counter()
+        with pytest.raises(NashError, match=r"hub is unreachable \(http://127.0.0.1:\d+ did not answer: \w*Timeout"):
+            next(resolve_source("hf:someone/stories").pieces())
+        assert time.perf_counter() - started < 2
+
+
+def test_reading_a_dataset_silences_library_warnings_only_meanwhile(stories):
+    import datasets  # sets the library's own level when first imported
+
+    loggers = [logging.getLogger(name) for name in ("datasets", "huggingface_hub")]
+    levels_before = [logger.level for logger in loggers]
+    levels_while_opening = []
+
+    def load_and_record(*args, **kwargs):
+        levels_while_opening.extend(logger.getEffectiveLevel() for logger in loggers)
+        return load_dataset(*args, **kwargs)
+
+    load_dataset = datasets.load_dataset
+    with mock.patch("datasets.load_dataset", side_effect=load_and_record):
+        assert documents_of(resolve_source(f"hf:{stories}").pieces()) == DOCUMENTS
+    assert levels_while_opening == [logging.ERROR, logging.ERROR]
+    assert [logger.level for logger in loggers] == levels_before
+
+
+def test_unreachable_hub_is_a_one_line_error(hub_answers):
     source = resolve_source("tinystories_10M")
     with mock.patch("datasets.load_dataset", side_effect=ConnectionError("Couldn't reach 'roneneldan/TinyStories' on the Hub\nmore")):
         with pytest.raises(NashError) as raised:
@@ -131,7 +228,7 @@ def test_unreachable_hub_is_a_one_line_error():
     assert "ConnectionError: Couldn't reach 'roneneldan/TinyStories' on the Hub)" in message
 
 
-def test_hub_failure_while_streaming_is_a_one_line_error():
+def test_hub_failure_while_streaming_is_a_one_line_error(hub_answers):
     def batches():
         yield {"text": ["one story"]}
         raise OSError("connection reset by peer")
