@@ -25,7 +25,7 @@ from nashcli.config import NashConfig, resolve_config
 from nashcli.data.prepare import prepare_dataset
 from nashcli.data.pretrain import PretrainBatches
 from nashcli.data.sources import resolve_source
-from nashcli.engine.progress import peak_memory_mb
+from nashcli.engine.counters import peak_memory_mb
 from nashcli.engine.reporter import SilentReporter
 from nashcli.engine.trainer import train
 
@@ -62,7 +62,7 @@ class StepTimes(SilentReporter):
         self.times, self.precision = [], None
 
     def on_start(self, info):
-        self.precision = info["precision"]
+        self.precision = info.precision
         self.times.append(time.perf_counter())
 
     def on_step(self, metrics):

@@ -63,9 +63,9 @@ def command(
         summary = train(config, resume=resume_point, reporter=display, overwrite=overwrite, name_prefix=preset)
     finally:
         display.close()
-    if summary["interrupted"]:
+    if summary.interrupted:
         # Not 0: `nash train ... && nash eval ...` and schedulers must not take a stopped run for a finished one.
-        raise typer.Exit(code=interrupted_exit_code(summary["stop_signal"]))
+        raise typer.Exit(code=interrupted_exit_code(summary.stop_signal))
 
 
 def print_resolved_config(config: NashConfig) -> None:

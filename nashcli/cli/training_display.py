@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nashcli.cli.console import console, format_value, make_progress
+from nashcli.engine.records import EvalRecord, RunStart, RunSummary, StepRecord
 
 
 class TrainingDisplay:
@@ -26,29 +27,29 @@ class TrainingDisplay:
         self.task = None
         self.max_steps = 0
 
-    def on_start(self, info: dict) -> None:
-        self.max_steps = info["max_steps"]
+    def on_start(self, info: RunStart) -> None:
+        self.max_steps = info.max_steps
         if self.quiet:
             return
-        world = info["world_size"]
+        world = info.world_size
         batch = (
-            f"{info['batch_size']} seq x {info['grad_accum_steps']} accum"
+            f"{info.batch_size} seq x {info.grad_accum_steps} accum"
             + (f" x {world} processes" if world > 1 else "")
-            + f" x {info['seq_len']} tokens = {info['tokens_per_step']:,} tokens/step"
+            + f" x {info.seq_len} tokens = {info.tokens_per_step:,} tokens/step"
         )
         rows = [
-            ["run", info["run_dir"]],
-            ["data", info["data"]],
-            ["model", f"{info['parameters']:,} parameters"],
-            ["device", f"{info['device']} ({world} process{'es' if world > 1 else ''}), {info['precision']}"],
+            ["run", info.run_dir],
+            ["data", info.data],
+            ["model", f"{info.parameters:,} parameters"],
+            ["device", f"{info.device} ({world} process{'es' if world > 1 else ''}), {info.precision}"],
             ["batch", batch],
-            ["steps", f"{info['start_step']:,} -> {info['max_steps']:,}"],
+            ["steps", f"{info.start_step:,} -> {info.max_steps:,}"],
         ]
         console.print(_facts_table(None, rows))
-        for note in info["notes"]:
+        for note in info.notes:
             console.print(Text(note, style="dim"))
-        if info["sft_preview"] is not None:
-            _print_sft_preview(info["sft_preview"])
+        if info.sft_preview is not None:
+            _print_sft_preview(info.sft_preview)
         if self.live:
             self.progress = make_progress(
                 "loss [bold]{task.fields[loss]}",
@@ -57,55 +58,55 @@ class TrainingDisplay:
                 "MFU {task.fields[mfu]}",
             )
             self.task = self.progress.add_task(
-                "train", total=info["max_steps"], completed=info["start_step"], loss="-", lr="-", speed="-", mfu="-"
+                "train", total=info.max_steps, completed=info.start_step, loss="-", lr="-", speed="-", mfu="-"
             )
             self.progress.start()
 
-    def on_step(self, metrics: dict) -> None:
+    def on_step(self, metrics: StepRecord) -> None:
         if self.progress is not None:
             self.progress.update(
                 self.task,
-                completed=metrics["step"],
-                loss=f"{metrics['train_loss']:.4f}",
-                lr=f"{metrics['lr']:.2e}",
-                speed=f"{metrics['tokens_per_s']:,.0f}",
-                mfu=f"{metrics['mfu']:.1%}",
+                completed=metrics.step,
+                loss=f"{metrics.train_loss:.4f}",
+                lr=f"{metrics.lr:.2e}",
+                speed=f"{metrics.tokens_per_s:,.0f}",
+                mfu=f"{metrics.mfu:.1%}",
             )
-        elif not self.quiet and (metrics["step"] % self.log_interval == 0 or metrics["step"] == self.max_steps):
+        elif not self.quiet and (metrics.step % self.log_interval == 0 or metrics.step == self.max_steps):
             console.print(
-                f"step {metrics['step']}/{self.max_steps}  loss {metrics['train_loss']:.4f}  lr {metrics['lr']:.2e}  "
-                f"{metrics['tokens_per_s']:,.0f} tok/s  MFU {metrics['mfu']:.1%}  {metrics['elapsed_s']:.0f}s",
+                f"step {metrics.step}/{self.max_steps}  loss {metrics.train_loss:.4f}  lr {metrics.lr:.2e}  "
+                f"{metrics.tokens_per_s:,.0f} tok/s  MFU {metrics.mfu:.1%}  {metrics.elapsed_s:.0f}s",
                 highlight=False,
             )
 
-    def on_eval(self, metrics: dict) -> None:
+    def on_eval(self, metrics: EvalRecord) -> None:
         if self.quiet:
             return
-        best = "  [bold green]best[/]" if metrics["is_best"] else ""
+        best = "  [bold green]best[/]" if metrics.is_best else ""
         self._print(
-            f"eval step {metrics['step']}: val loss [bold]{metrics['val_loss']:.4f}[/]  "
-            f"perplexity {format_value(metrics['val_perplexity'])}  accuracy {metrics['val_accuracy']:.1%}{best}"
+            f"eval step {metrics.step}: val loss [bold]{metrics.val_loss:.4f}[/]  "
+            f"perplexity {format_value(metrics.val_perplexity)}  accuracy {metrics.val_accuracy:.1%}{best}"
         )
 
     def on_checkpoint(self, path: Path) -> None:
         if not self.quiet:
             self._print(f"[dim]saved {path}[/]")
 
-    def on_end(self, summary: dict) -> None:
+    def on_end(self, summary: RunSummary) -> None:
         self.close()
         rows = [
-            ["steps", summary["steps"]],
-            ["tokens", summary["tokens"]],
-            ["final train loss", summary["final_train_loss"]],
-            ["final val loss", summary["final_val_loss"]],
-            ["best val loss", summary["best_val_loss"]],
-            ["tokens/s", summary["tokens_per_s"]],
-            ["MFU", f"{summary['mfu']:.1%}"],
-            ["wall time", f"{summary['wall_time_s']:.1f} s"],
+            ["steps", summary.steps],
+            ["tokens", summary.tokens],
+            ["final train loss", summary.final_train_loss],
+            ["final val loss", summary.final_val_loss],
+            ["best val loss", summary.best_val_loss],
+            ["tokens/s", summary.tokens_per_s],
+            ["MFU", f"{summary.mfu:.1%}"],
+            ["wall time", f"{summary.wall_time_s:.1f} s"],
         ]
-        console.print(_facts_table(f"run {summary['run_dir']}", rows))
-        if summary["interrupted"]:
-            console.print(f"stopped at step {summary['steps']}; continue with: [bold]{summary['resume_command']}[/]")
+        console.print(_facts_table(f"run {summary.run_dir}", rows))
+        if summary.interrupted:
+            console.print(f"stopped at step {summary.steps}; continue with: [bold]{summary.resume_command}[/]")
 
     def close(self) -> None:
         """Stop the live bar (also on errors, so the terminal is left clean)."""

@@ -1,4 +1,5 @@
-"""Where a run stands (steps, tokens, losses: saved in checkpoints) and how fast this session goes."""
+"""A run's counters (steps, tokens, losses: saved in checkpoints), the clock of this session (how
+fast its steps go, how long the run has taken) and the process's peak memory."""
 
 import math
 import resource
@@ -16,7 +17,7 @@ from nashcli.value_checks import is_finite_number, is_int
 
 
 @dataclass
-class TrainingProgress:
+class RunCounters:
     """The counters of a run that a checkpoint saves and a resume restores."""
 
     step: int = 0  # optimizer steps done
@@ -33,13 +34,13 @@ class TrainingProgress:
         """Restore the counters; NashError, before any is set, unless `state` is what state_dict() gives."""
         problem = _progress_problem(state)
         if problem is not None:
-            raise NashError(f"the progress counters are damaged: {problem}")
+            raise NashError(f"the run counters are damaged: {problem}")
         for key, value in state.items():
             setattr(self, key, value)
 
 
 def _progress_problem(state: object) -> Optional[str]:
-    names = {field.name for field in fields(TrainingProgress)}
+    names = {field.name for field in fields(RunCounters)}
     if not isinstance(state, dict) or set(state) != names:
         return f"they must be exactly {', '.join(sorted(names))}"
     if not all(is_int(state[key]) and state[key] >= 0 for key in ("step", "tokens")):

@@ -15,7 +15,7 @@ from torch import nn
 
 from nashcli.config import NashConfig
 from nashcli.engine.checkpoint import MODEL_FILE, STATE_FILE, existing_checkpoint
-from nashcli.engine.checkpoint_reading import checkpoint_config, load_model_weights
+from nashcli.engine.checkpoint_reading import checkpoint_config, load_model_weights, read_checkpoint_meta
 from nashcli.errors import NashError
 from nashcli.runs.layout import RunLayout
 
@@ -46,6 +46,7 @@ class ResumePoint:
     layout: RunLayout
     checkpoint_dir: Path
     config: NashConfig
+    step: int  # the steps the run has done
 
 
 def find_checkpoint(source: "str | Path", which: Optional[str] = None, runs_dir: Path = Path("runs")) -> Path:
@@ -92,4 +93,5 @@ def find_resume(run: "str | Path", runs_dir: Path = Path("runs")) -> ResumePoint
     with the config that checkpoint was saved with (checksummed, unlike the editable config.yaml)."""
     layout = RunLayout.find(run, runs_dir)
     checkpoint_dir = find_checkpoint(layout.root, "last")
-    return ResumePoint(layout, checkpoint_dir, checkpoint_config(checkpoint_dir))
+    step = read_checkpoint_meta(checkpoint_dir)["step"]
+    return ResumePoint(layout, checkpoint_dir, checkpoint_config(checkpoint_dir), step)

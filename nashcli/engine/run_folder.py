@@ -52,8 +52,14 @@ def open_run(
     if resume is not None:
         point = resume if isinstance(resume, ResumePoint) else find_resume(resume, config.runs_dir)
         _check_same_model(config.model, point)
+        if point.step >= config.train.max_steps:
+            raise NashError(
+                f"run {point.layout.root} already has {point.step} steps (train.max_steps={config.train.max_steps}): "
+                "to train longer, resume with --set train.max_steps=N"
+            )
         config = config.model_copy(update={"name": point.layout.name, "runs_dir": point.layout.root.parent})
-        opened = OpenedRun(config, point.layout, resume_dir=point.checkpoint_dir)
+        notes = [f"resuming at step {point.step} from {point.checkpoint_dir}"]
+        opened = OpenedRun(config, point.layout, resume_dir=point.checkpoint_dir, notes=notes)
         opened.lock = _lock(point.layout, context)
         return opened
     # The default name holds a timestamp: rank 0 picks it so that every process agrees.

@@ -8,7 +8,6 @@ from typing import Optional
 
 import torch
 
-from nashcli import __version__
 from nashcli.config import NashConfig
 from nashcli.engine import distributed as dist_ops
 from nashcli.engine.allocator import keep_freed_memory
@@ -16,20 +15,17 @@ from nashcli.engine.batches import build_batches
 from nashcli.engine.checkpoint import STATE_FILE, checkpoint_names, prune_step_checkpoints, save_checkpoint
 from nashcli.engine.checkpoint_reading import load_model_weights, load_training_state
 from nashcli.engine.compile import compile_model
+from nashcli.engine.counters import RunCounters, SessionClock, peak_memory_mb
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
 from nashcli.engine.evaluate import evaluate
 from nashcli.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
-from nashcli.engine.precision import (
-    load_grad_scaler_state,
-    make_grad_scaler,
-    peak_flops,
-    precision_notes,
-    resolve_precision,
-)
-from nashcli.engine.progress import SessionClock, TrainingProgress, peak_memory_mb
+from nashcli.engine.locate import ResumePoint
+from nashcli.engine.precision import load_grad_scaler_state, make_grad_scaler, peak_flops, precision_notes
+from nashcli.engine.precision import resolve_precision
+from nashcli.engine.records import EvalRecord, RunStart, RunSummary, StepRecord, checkpoint_meta, finite_or_none
+from nashcli.engine.records import resume_command
 from nashcli.engine.reporter import Reporter, SilentReporter
 from nashcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
-from nashcli.engine.locate import ResumePoint
 from nashcli.engine.run_folder import OpenedRun, claim_folder, open_run
 from nashcli.engine.schedule import learning_rate_at
 from nashcli.engine.step import forward_backward
@@ -49,7 +45,7 @@ def train(
     reporter: Optional[Reporter] = None,
     overwrite: bool = False,
     name_prefix: Optional[str] = None,
-) -> dict:
+) -> RunSummary:
     """Train `config` into runs_dir/<name>/ and return the summary (also written to summary.json).
 
     resume: a run folder or name (or a ResumePoint from `find_resume`); continues exactly from its
@@ -59,6 +55,8 @@ def train(
     preset name). Under torchrun every process calls this; only rank 0 reports, logs and writes.
     """
     context = setup_distributed(config.train.device)
+    if context.device.type == "cpu":
+        keep_freed_memory()  # process-wide, so set here, where the process is set up
     try:
         opened = open_run(config, context, resume, overwrite, name_prefix)
         try:
@@ -82,8 +80,6 @@ class Trainer:
         self.config, self.layout = opened.config, opened.layout
         train_config = self.config.train
         self.precision = resolve_precision(train_config.precision, context.device)
-        if context.device.type == "cpu":
-            keep_freed_memory()
         seed_everything(train_config.seed)  # the same initial weights on every process
         self.model = GPT(self.config.model)
         if opened.weights is not None:
@@ -92,60 +88,53 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, train_config, context.device)
         self.grad_scaler = make_grad_scaler(self.precision)
         self.batches = build_batches(self.config, context)
-        self.progress = TrainingProgress()
+        self.counters = RunCounters()
         seed_everything(train_config.seed + context.rank)  # dropout differs between processes
         if opened.resume_dir is not None:
             self._load_state(opened.resume_dir)  # last: it restores the RNG states too
-            if self.progress.step >= train_config.max_steps:
-                raise NashError(
-                    f"run {self.layout.root} already has {self.progress.step} steps (train.max_steps="
-                    f"{train_config.max_steps}): to train longer, resume with --set train.max_steps=N"
-                )
-            opened.notes.append(f"resuming at step {self.progress.step} from {opened.resume_dir}")
         self.compiled = compile_model(self.model) if train_config.compile else self.model
         self.train_model = dist_ops.wrap_model(self.compiled, context)
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.max_seq_len)
         self.peak_flops = peak_flops(context.device, self.precision) * context.world_size
-        self.session = SessionClock()
+        self.session: SessionClock  # started by run()
 
-    def run(self) -> dict:
-        train_config, progress = self.config.train, self.progress
+    def run(self) -> RunSummary:
+        train_config, counters = self.config.train, self.counters
         metrics = MetricsLogger([])
         if self.context.is_main:
             self.layout.summary_path.unlink(missing_ok=True)  # a resumed run's totals are not final yet
-            resume_step = progress.step if self.opened.resume_dir else None
+            resume_step = counters.step if self.opened.resume_dir else None
             metrics = open_metrics(self.layout, self.config, resume_step=resume_step)
-        self.reporter.on_start(self._start_info())
+        self.reporter.on_start(self._start_record())
         self.session = SessionClock()
         stopping = False
         stop = StopRequests()
         try:
             with stop:
-                while progress.step < train_config.max_steps and not stopping:
+                while counters.step < train_config.max_steps and not stopping:
                     stopping = self._train_step(stop, metrics)
-                    final = progress.step == train_config.max_steps
+                    final = counters.step == train_config.max_steps
                     is_best = False
-                    if final or _every(progress.step, train_config.eval_interval):
+                    if final or _every(counters.step, train_config.eval_interval):
                         is_best = self._evaluate(metrics)
                     names = checkpoint_names(
-                        progress.step, train_config, final=final, stopping=stopping, is_best=is_best
+                        counters.step, train_config, final=final, stopping=stopping, is_best=is_best
                     )
                     if names:
                         self._save(names)
         finally:
             metrics.close()
-        summary = self._summary()
-        interrupted = progress.step < train_config.max_steps
-        if self.context.is_main and not interrupted:
-            self.layout.write_summary(summary)
-        self.reporter.on_end({**summary, "interrupted": interrupted, "resume_command": self._resume_command()})
-        return {**summary, "interrupted": interrupted, "stop_signal": stop.signal_number}
+        summary = self._summary(interrupted=counters.step < train_config.max_steps, stop_signal=stop.signal_number)
+        if self.context.is_main and not summary.interrupted:
+            self.layout.write_summary(summary.summary_json())
+        self.reporter.on_end(summary)
+        return summary
 
     def _train_step(self, stop: StopRequests, metrics: MetricsLogger) -> bool:
         """One optimizer step; returns whether any process asked to stop."""
-        train_config, device, progress = self.config.train, self.context.device, self.progress
+        train_config, device, counters = self.config.train, self.context.device, self.counters
         started = time.perf_counter()
-        lr = learning_rate_at(progress.step, train_config)
+        lr = learning_rate_at(counters.step, train_config)
         set_learning_rate(self.optimizer, lr)
         micro_batches = [
             tuple(tensor.to(device, non_blocking=True) for tensor in self.batches.train.next_batch())
@@ -165,27 +154,28 @@ class Trainer:
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        progress.step += 1
-        progress.tokens += totals.input_tokens
-        progress.last_train_loss = loss
+        counters.step += 1
+        counters.tokens += totals.input_tokens
+        counters.last_train_loss = loss
         tokens_per_s = self.session.record_step(totals.input_tokens, time.perf_counter() - started)
-        record = {
-            "tokens": progress.tokens,
-            "train_loss": loss,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens_per_s": tokens_per_s,
-            "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
-            "elapsed_s": self.session.elapsed(progress.elapsed_s),
-        }
-        if _every(progress.step, self.config.metrics.log_interval) or progress.step == train_config.max_steps:
-            metrics.log({**record, "tokens_per_s": self.session.interval_tokens_per_s()}, progress.step)
-        self.reporter.on_step({"step": progress.step, **record})
+        record = StepRecord(
+            step=counters.step,
+            tokens=counters.tokens,
+            train_loss=loss,
+            lr=lr,
+            grad_norm=grad_norm,
+            tokens_per_s=tokens_per_s,
+            mfu=self._mfu(tokens_per_s),
+            elapsed_s=self.session.elapsed(counters.elapsed_s),
+        )
+        if _every(counters.step, self.config.metrics.log_interval) or counters.step == train_config.max_steps:
+            metrics.log({**record.metrics(), "tokens_per_s": self.session.interval_tokens_per_s()}, counters.step)
+        self.reporter.on_step(record)
         return stop_votes > 0
 
     def _non_finite_loss_error(self, loss: float) -> NashError:
         """The run stops without saving: `last` keeps the state before this step."""
-        step = self.progress.step + 1
+        step = self.counters.step + 1
         steps_since_resume = self.session.steps + 1
         if self.opened.resume_dir is not None and steps_since_resume <= STEPS_SUSPECTING_THE_CHECKPOINT:
             return NashError(
@@ -200,7 +190,7 @@ class Trainer:
 
     def _evaluate(self, metrics: MetricsLogger) -> bool:
         """Evaluate on the validation batches (each process its share); returns whether it is a new best."""
-        progress = self.progress
+        counters = self.counters
         results = evaluate(
             self.compiled,
             self.batches.val.eval_batches(self.config.train.eval_batches),
@@ -208,12 +198,12 @@ class Trainer:
             autocast=self.precision.autocast,
             sum_across_processes=lambda sums: dist_ops.all_reduce_sum(sums, self.context),
         )
-        is_best = results["val_loss"] < progress.best_val_loss
-        progress.best_val_loss = min(progress.best_val_loss, results["val_loss"])
-        progress.last_val_loss = results["val_loss"]
-        elapsed_s = self.session.elapsed(progress.elapsed_s)
-        metrics.log({"tokens": progress.tokens, "elapsed_s": elapsed_s, **results}, progress.step)
-        self.reporter.on_eval({"step": progress.step, **results, "is_best": is_best})
+        is_best = results["val_loss"] < counters.best_val_loss
+        counters.best_val_loss = min(counters.best_val_loss, results["val_loss"])
+        counters.last_val_loss = results["val_loss"]
+        elapsed_s = self.session.elapsed(counters.elapsed_s)
+        metrics.log({"tokens": counters.tokens, "elapsed_s": elapsed_s, **results}, counters.step)
+        self.reporter.on_eval(EvalRecord(step=counters.step, **results, is_best=is_best))
         return is_best
 
     def _save(self, names: list[str]) -> None:
@@ -222,23 +212,15 @@ class Trainer:
         per_rank = dist_ops.gather_objects(own, self.context)
         if not self.context.is_main:
             return
-        progress = {**self.progress.state_dict(), "elapsed_s": self.session.elapsed(self.progress.elapsed_s)}
+        counters = {**self.counters.state_dict(), "elapsed_s": self.session.elapsed(self.counters.elapsed_s)}
         state = {
-            "progress": progress,
+            "progress": counters,  # the key of format 1 checkpoints
             "world_size": self.context.world_size,
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict(),
             "ranks": per_rank,
         }
-        meta = {
-            **{key: progress[key] for key in ("step", "tokens", "last_train_loss", "last_val_loss")},
-            "best_val_loss": _finite_or_none(self.progress.best_val_loss),
-            "world_size": self.context.world_size,
-            "precision": self.precision.name,
-            "nash_version": __version__,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": self.config.model_dump(mode="json"),
-        }
+        meta = checkpoint_meta(self.config, counters, self.context.world_size, self.precision.name)
         save_checkpoint(self.layout.checkpoints_dir, names, self.model, state, meta)
         prune_step_checkpoints(self.layout, self.config.train.keep_checkpoints)
         for name in names:
@@ -257,63 +239,59 @@ class Trainer:
         try:  # each part checks its own saved state against itself before taking it
             load_optimizer_state(self.optimizer, state["optimizer"])
             load_grad_scaler_state(self.grad_scaler, state["grad_scaler"])
-            self.progress.load_state_dict(state["progress"])
+            self.counters.load_state_dict(state["progress"])
             self.batches.train.load_state_dict(own["data"])
             restore_rng_state(own["rng"])
         except NashError as error:
             raise NashError(f"{checkpoint_dir / STATE_FILE} cannot be resumed from: {error}") from None
 
-    def _start_info(self) -> dict:
-        config, context = self.config, self.context
-        return {
-            "run_dir": str(self.layout.root),
-            "device": str(context.device),
-            "precision": self.precision.name,
-            "parameters": self.model.num_parameters(),
-            "start_step": self.progress.step,
-            "max_steps": config.train.max_steps,
-            "tokens_per_step": config.tokens_per_step * context.world_size,
-            "world_size": context.world_size,
-            "batch_size": config.train.batch_size,
-            "grad_accum_steps": config.train.grad_accum_steps,
-            "seq_len": config.model.max_seq_len,
-            "data": self.batches.description,
-            "resumed_from": str(self.opened.resume_dir) if self.opened.resume_dir else None,
-            "init_from": self.opened.weights.source if self.opened.weights else None,
-            "peak_flops": self.peak_flops,
-            "notes": self.opened.notes + precision_notes(self.precision) + self.batches.notes,
-            "sft_preview": self.batches.sft_preview,
-        }
+    def _start_record(self) -> RunStart:
+        config, context, batches = self.config, self.context, self.batches
+        return RunStart(
+            run_dir=str(self.layout.root),
+            data=batches.description,
+            parameters=self.model.num_parameters(),
+            device=str(context.device),
+            precision=self.precision.name,
+            world_size=context.world_size,
+            batch_size=config.train.batch_size,
+            grad_accum_steps=config.train.grad_accum_steps,
+            seq_len=config.model.max_seq_len,
+            tokens_per_step=config.tokens_per_step * context.world_size,
+            start_step=self.counters.step,
+            max_steps=config.train.max_steps,
+            peak_flops=self.peak_flops,
+            resumed_from=str(self.opened.resume_dir) if self.opened.resume_dir else None,
+            init_from=self.opened.weights.source if self.opened.weights else None,
+            notes=self.opened.notes + precision_notes(self.precision) + batches.notes,
+            sft_preview=batches.sft_preview,
+        )
 
-    def _summary(self) -> dict:
-        progress, tokens_per_s = self.progress, self.session.mean_tokens_per_s()
-        return {
-            "run_dir": str(self.layout.root),
-            "steps": progress.step,
-            "tokens": progress.tokens,
-            "wall_time_s": self.session.elapsed(progress.elapsed_s),
-            "tokens_per_s": tokens_per_s,
-            "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
-            "final_train_loss": progress.last_train_loss,
-            "best_val_loss": _finite_or_none(progress.best_val_loss),
-            "final_val_loss": progress.last_val_loss,
-            "parameters": self.model.num_parameters(),
-            "precision": self.precision.name,
-            "device": str(self.context.device),
-            "world_size": self.context.world_size,
-            "peak_memory_mb": peak_memory_mb(self.context.device),
-        }
+    def _summary(self, interrupted: bool, stop_signal: Optional[int]) -> RunSummary:
+        counters, tokens_per_s = self.counters, self.session.mean_tokens_per_s()
+        return RunSummary(
+            run_dir=str(self.layout.root),
+            steps=counters.step,
+            tokens=counters.tokens,
+            wall_time_s=self.session.elapsed(counters.elapsed_s),
+            tokens_per_s=tokens_per_s,
+            mfu=self._mfu(tokens_per_s),
+            final_train_loss=counters.last_train_loss,
+            best_val_loss=finite_or_none(counters.best_val_loss),
+            final_val_loss=counters.last_val_loss,
+            parameters=self.model.num_parameters(),
+            precision=self.precision.name,
+            device=str(self.context.device),
+            world_size=self.context.world_size,
+            peak_memory_mb=peak_memory_mb(self.context.device),
+            interrupted=interrupted,
+            stop_signal=stop_signal,
+            resume_command=resume_command(str(self.layout.root), self.context.world_size),
+        )
 
-    def _resume_command(self) -> str:
-        world_size = self.context.world_size
-        launcher = f"torchrun --nproc_per_node={world_size} -m nashcli" if world_size > 1 else "nash"
-        return f"{launcher} train --resume {self.layout.root}"
+    def _mfu(self, tokens_per_s: float) -> float:
+        return tokens_per_s * self.flops_per_token / self.peak_flops
 
 
 def _every(step: int, interval: int) -> bool:
     return interval > 0 and step % interval == 0
-
-
-def _finite_or_none(value: float) -> Optional[float]:
-    return value if math.isfinite(value) else None
-

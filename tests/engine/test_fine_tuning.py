@@ -49,7 +49,7 @@ def test_sft_from_a_pretrained_run_starts_at_its_loss_on_completion_tokens_only(
     kept = targets != IGNORE_INDEX
     expected = F.cross_entropy(logits[kept], targets[kept]).item()
     assert 0 < kept.sum() < targets.numel()
-    assert reporter.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-5)
+    assert reporter.steps[0].train_loss == pytest.approx(expected, abs=1e-5)
     # Evaluation counts the completion targets of its 2 fixed batches of 4, not their padded size.
     val_batches = list(SFTBatches(val_examples, batch_size=4, seed=1337).eval_batches(2))
     val_targets = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in val_batches)
@@ -71,11 +71,11 @@ def test_init_from_hf_weights_takes_their_shape_and_values(tiny_config, tiny_dat
     )
     config = load_model("runs/from-hf", "last", device="cpu")[1]
     assert (config.model.n_layers, config.model.d_model, config.init_from) == (1, 16, source)
-    assert summary["parameters"] == sum(p.numel() for p in hf_model.parameters())
+    assert summary.parameters == sum(p.numel() for p in hf_model.parameters())
     inputs, targets = PretrainBatches(tiny_dataset, "train", seq_len=16, batch_size=4, seed=1337).next_batch()
     with torch.no_grad():
         expected = F.cross_entropy(hf_model(inputs).logits.flatten(0, 1), targets.flatten()).item()
-    assert reporter.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-4)
+    assert reporter.steps[0].train_loss == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_sft_loss_reads_no_prompt_target(tmp_path):

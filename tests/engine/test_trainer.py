@@ -29,7 +29,7 @@ class Recorder(SilentReporter):
 
     def on_step(self, metrics):
         self.steps.append(metrics)
-        if metrics["step"] == self.interrupt_after_step:
+        if metrics.step == self.interrupt_after_step:
             os.kill(os.getpid(), signal.SIGINT)
 
     def on_eval(self, metrics):
@@ -52,9 +52,9 @@ def test_resume_after_ctrl_c_matches_the_uninterrupted_run_bitwise(tiny_config):
     recorder = Recorder(interrupt_after_step=2)
     stopped = train(tiny_config("name=resumed", *overrides), reporter=recorder)
     # The Ctrl-C arrives during step 2's report; step 3 finishes and the run saves and stops.
-    assert stopped["interrupted"] and stopped["steps"] == 3
+    assert stopped.interrupted and stopped.steps == 3
     assert recorder.checkpoints == [Path("runs/resumed/checkpoints/last"), Path("runs/resumed/checkpoints/best")]
-    assert recorder.end["resume_command"] == f"nash train --resume {Path('runs/resumed')}"
+    assert recorder.end.resume_command == f"nash train --resume {Path('runs/resumed')}"
     assert not Path("runs/resumed/summary.json").exists()
     train(tiny_config(*overrides), resume=Path("runs/resumed"))
     assert losses("resumed") == losses("straight")  # exact float equality, every step
@@ -97,7 +97,7 @@ def test_a_finished_run_resumes_only_with_more_steps_and_a_taken_name_needs_over
     with pytest.raises(NashError, match="run folder runs/done already exists: .*--overwrite"):
         train(tiny_config("name=done"))
     summary = train(tiny_config("train.max_steps=4"), resume=Path("runs/done"))
-    assert summary["steps"] == 4 and [step for step, _ in losses("done")] == [1, 2, 3, 4]
+    assert summary.steps == 4 and [step for step, _ in losses("done")] == [1, 2, 3, 4]
 
 
 def test_init_from_starts_from_the_weights_with_their_shape_and_a_fresh_schedule(tiny_config, tiny_dataset):
@@ -106,15 +106,15 @@ def test_init_from_starts_from_the_weights_with_their_shape_and_a_fresh_schedule
     # A different model shape in the config: the weights' shape wins, and the display says so.
     config = tiny_config("name=tuned", "init_from=runs/base", "model.d_model=64", "train.warmup_steps=0")
     train(config, reporter=recorder)
-    assert recorder.start["init_from"] == "runs/base"
-    assert any("2 layers, 2 heads, 32 wide" in note for note in recorder.start["notes"])
-    assert any("d_model=64->32" in note for note in recorder.start["notes"])
+    assert recorder.start.init_from == "runs/base"
+    assert any("2 layers, 2 heads, 32 wide" in note for note in recorder.start.notes)
+    assert any("d_model=64->32" in note for note in recorder.start.notes)
     pretrained, _ = load_model("runs/base", "best", device="cpu")
     inputs, targets = PretrainBatches(tiny_dataset, "train", seq_len=16, batch_size=4, seed=1337).next_batch()
     with torch.no_grad():
         expected = (pretrained(inputs, targets) / targets.numel()).item()
-    assert recorder.steps[0]["train_loss"] == pytest.approx(expected, abs=1e-5)
-    assert recorder.steps[0]["lr"] == pytest.approx(1e-3)  # step 0 of a fresh schedule
+    assert recorder.steps[0].train_loss == pytest.approx(expected, abs=1e-5)
+    assert recorder.steps[0].lr == pytest.approx(1e-3)  # step 0 of a fresh schedule
 
 
 def test_bf16_and_fp16_runs_learn_like_fp32_on_cpu(tiny_config):
@@ -122,10 +122,10 @@ def test_bf16_and_fp16_runs_learn_like_fp32_on_cpu(tiny_config):
     fast = ["train.device=cpu", "train.max_steps=3", "train.lr=3e-2", "train.min_lr=1e-3", "train.warmup_steps=1"]
     for precision in ("fp32", "bf16", "fp16"):
         summary = train(tiny_config(f"name={precision}", f"train.precision={precision}", *fast))
-        assert summary["precision"] == precision
+        assert summary.precision == precision
         first_loss, last_loss = losses(precision)[0][1], losses(precision)[-1][1]
         assert last_loss < first_loss - 0.5, losses(precision)
-        assert summary["final_val_loss"] < first_loss - 0.8, (summary["final_val_loss"], first_loss)
+        assert summary.final_val_loss < first_loss - 0.8, (summary.final_val_loss, first_loss)
         # The low precisions follow the fp32 run step by step: autocast changes rounding, not learning.
         for (step, loss), (_, fp32_loss) in zip(losses(precision), losses("fp32")):
             assert loss == pytest.approx(fp32_loss, abs=0.03), (precision, step)

@@ -27,7 +27,7 @@ from nashcli.data.pretrain import PretrainBatches
 from nashcli.engine.checkpoint_reading import checkpoint_config, load_model_weights, load_training_state, read_checkpoint_meta
 from nashcli.engine.optim import build_optimizer, load_optimizer_state
 from nashcli.engine.precision import load_grad_scaler_state
-from nashcli.engine.progress import TrainingProgress
+from nashcli.engine.counters import RunCounters
 from nashcli.engine.rng import restore_rng_state
 from nashcli.engine.trainer import train
 from nashcli.errors import NashError
@@ -82,7 +82,7 @@ class ResumeParts:
     def load_state(self, state: dict) -> None:
         """What the trainer does with a loaded state.pt, through the same checks."""
         load_optimizer_state(self.optimizer, state["optimizer"])
-        TrainingProgress().load_state_dict(state["progress"])
+        RunCounters().load_state_dict(state["progress"])
         self.batches.load_state_dict(state["ranks"][0]["data"])
         restore_rng_state(state["ranks"][0]["rng"])
 
@@ -115,7 +115,7 @@ PART_CASES = {
         lambda s: s["optimizer"]["param_groups"][0]["params"].reverse(), "group 0: it lists other parameters"
     ),
     "group-betas": (lambda s: s["optimizer"]["param_groups"][0].update(betas="x"), "betas is a str of another kind"),
-    "progress-keys": (lambda s: s["progress"].pop("tokens"), "the progress counters are damaged"),
+    "progress-keys": (lambda s: s["progress"].pop("tokens"), "the run counters are damaged"),
     "progress-step": (lambda s: s["progress"].update(step=-1), "step and tokens must be integers >= 0"),
     "rng-python": (
         lambda s: rng_state(s).update(python_state=rng_state(s)["python_state"][:10]),
