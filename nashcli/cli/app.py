@@ -9,7 +9,7 @@ import functools
 import inspect
 import signal
 import sys
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 import typer.core
@@ -90,10 +90,11 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _global_options(
     context: typer.Context,
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
-    version: Optional[bool] = typer.Option(
-        None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
-    ),
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors.")] = False,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = None,
 ) -> None:
     # Sub-command contexts inherit `obj`: each command finds --debug there, not in a global.
     context.obj = {"debug": debug}

@@ -2,11 +2,12 @@
 keys that differ between the runs."""
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from nashcli.cli.console import console, make_table
+from nashcli.cli.figure_options import LogYOption, MetricsOption, RunsDirOption, XAxisOption
 from nashcli.errors import NashError
 from nashcli.runs.compare import RESULT_FIELDS, Comparison, compare_runs
 from nashcli.runs.layout import RunLayout
@@ -15,16 +16,14 @@ BEST_STYLE = "bold green"
 
 
 def command(
-    runs: list[str] = typer.Argument(..., help="Two or more run folders, or run names under --runs-dir."),
-    metrics: Optional[str] = typer.Option(
-        None, "--metrics", "-m", help="Comma-separated metrics, one panel each [default: train_loss,val_loss]."
-    ),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="PNG to write [default: compare.png in the first run]."
-    ),
-    x: str = typer.Option("step", "--x", help="X axis: step or tokens."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
-    log_y: bool = typer.Option(False, "--log-y", help="Log scale on the metric axes."),
+    runs: Annotated[list[str], typer.Argument(help="Two or more run folders, or run names under --runs-dir.")],
+    metrics: MetricsOption = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="PNG to write [default: compare.png in the first run].")
+    ] = None,
+    x: XAxisOption = "step",
+    runs_dir: RunsDirOption = Path("runs"),
+    log_y: LogYOption = False,
 ) -> None:
     """Compare runs: overlaid curves, a results table and the config keys that differ.
 

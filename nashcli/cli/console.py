@@ -28,10 +28,6 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, emoji=False)
 
 
-def print_warning(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, emoji=False)
-
-
 def make_progress(*extra_columns: Any, total_known: bool = True, quiet: bool = False) -> Progress:
     """A progress bar with description, bar, count, elapsed and ETA; extra columns go before the ETA.
 

@@ -1,7 +1,7 @@
 """`nash eval`: how good is a model on validation data."""
 
 import json
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -9,21 +9,26 @@ from nashcli.cli.console import console, err_console, make_progress, make_table
 
 
 def command(
-    source: str = typer.Argument(..., help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID."),
-    checkpoint: Optional[str] = typer.Option(
-        None, "--checkpoint", help="Which checkpoint of a run: best or last (default: best if it exists)."
-    ),
-    data: Optional[str] = typer.Option(None, "--data", help="Another prepared dataset (name or folder)."),
-    split: str = typer.Option("val", "--split", help="val or train."),
-    max_batches: Optional[int] = typer.Option(
-        None, "--max-batches", min=1, help="Batches to evaluate (default: the run's train.eval_batches)."
-    ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Sequences per batch."),
-    precision: Optional[str] = typer.Option(
-        None, "--precision", help="fp32, bf16, fp16 or auto (default: the run's own train.precision)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    source: Annotated[str, typer.Argument(help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID.")],
+    checkpoint: Annotated[
+        Optional[str],
+        typer.Option("--checkpoint", help="Which checkpoint of a run: best or last (default: best if it exists)."),
+    ] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Another prepared dataset (name or folder).")] = None,
+    split: Annotated[str, typer.Option("--split", help="val or train.")] = "val",
+    max_batches: Annotated[
+        Optional[int],
+        typer.Option("--max-batches", min=1, help="Batches to evaluate (default: the run's train.eval_batches)."),
+    ] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", min=1, help="Sequences per batch.")
+    ] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option("--precision", help="fp32, bf16, fp16 or auto (default: the run's own train.precision)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Evaluate a model: loss, perplexity and next-token accuracy over the split's target tokens.
 

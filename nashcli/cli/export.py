@@ -1,6 +1,7 @@
 """`nash export`: write a run's weights in another library's format."""
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -9,10 +10,12 @@ from nashcli.errors import NashError
 
 
 def command(
-    source: str = typer.Argument(..., help="A run folder or name, or a checkpoint folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (created; must be empty if it exists)."),
-    format: str = typer.Option("hf", "--format", help="hf: Hugging Face GPT-2 (config.json + model.safetensors)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of a run: best or last."),
+    source: Annotated[str, typer.Argument(help="A run folder or name, or a checkpoint folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created; must be empty if it exists).")],
+    format: Annotated[
+        str, typer.Option("--format", help="hf: Hugging Face GPT-2 (config.json + model.safetensors).")
+    ] = "hf",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of a run: best or last.")] = "best",
 ) -> None:
     """Export weights so other tools load them: `transformers.GPT2LMHeadModel.from_pretrained(OUT)`.
 

@@ -7,7 +7,7 @@ headers and the timing line go to stderr.
 import codecs
 import sys
 import time
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,21 +16,26 @@ from nashcli.errors import NashError
 
 
 def command(
-    source: str = typer.Argument(..., help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID."),
-    prompt: str = typer.Option("\n", "--prompt", help="Text to continue; '-' reads it from stdin."),
-    max_tokens: int = typer.Option(200, "--max-tokens", min=1, help="New tokens per sample."),
-    temperature: float = typer.Option(0.8, "--temperature", min=0.0, help="0 is greedy decoding."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample only from the k likeliest tokens."),
-    top_p: Optional[float] = typer.Option(
-        None, "--top-p", min=0.0, max=1.0, help="Sample from the smallest set of tokens whose probability reaches p."
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Makes sampling reproducible."),
-    num_samples: int = typer.Option(1, "--num-samples", min=1, help="How many samples to write."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of a run: best or last."),
-    stop_at_eot: bool = typer.Option(
-        True, "--stop-at-eot/--no-stop-at-eot", help="Stop a sample at <|endoftext|>."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    source: Annotated[str, typer.Argument(help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue; '-' reads it from stdin.")] = "\n",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="New tokens per sample.")] = 200,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 is greedy decoding.")] = 0.8,
+    top_k: Annotated[
+        Optional[int], typer.Option("--top-k", min=1, help="Sample only from the k likeliest tokens.")
+    ] = None,
+    top_p: Annotated[
+        Optional[float],
+        typer.Option(
+            "--top-p", min=0.0, max=1.0, help="Sample from the smallest set of tokens whose probability reaches p."
+        ),
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Makes sampling reproducible.")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="How many samples to write.")] = 1,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of a run: best or last.")] = "best",
+    stop_at_eot: Annotated[
+        bool, typer.Option("--stop-at-eot/--no-stop-at-eot", help="Stop a sample at <|endoftext|>.")
+    ] = True,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Generate text with the KV cache, streaming tokens as they come.
 

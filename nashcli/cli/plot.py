@@ -1,30 +1,35 @@
 """`nash plot`: draw a run's curves (or several runs', overlaid) to a PNG and print its path."""
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from nashcli.cli.console import console
+from nashcli.cli.figure_options import LogYOption, MetricsOption, RunsDirOption, XAxisOption
 from nashcli.errors import NashError
 from nashcli.runs.layout import RunLayout
 
 
 def command(
-    runs: Optional[list[str]] = typer.Argument(None, help="Run folders, or run names under --runs-dir."),
-    metrics: Optional[str] = typer.Option(
-        None, "--metrics", "-m", help="Comma-separated metrics, one panel each [default: train_loss,val_loss]."
-    ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write [default: plot.png in the first run]."),
-    x: str = typer.Option("step", "--x", help="X axis: step or tokens."),
-    wandb_run: Optional[str] = typer.Option(
-        None, "--wandb", help="Plot a wandb run instead: ENTITY/PROJECT/RUN_ID (needs access to it)."
-    ),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
-    smoothing: Optional[float] = typer.Option(
-        None, "--smoothing", min=0.0, max=0.99, help="EMA weight for train curves [default: from the curve length]."
-    ),
-    log_y: bool = typer.Option(False, "--log-y", help="Log scale on the metric axes."),
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Run folders, or run names under --runs-dir.")] = None,
+    metrics: MetricsOption = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="PNG to write [default: plot.png in the first run].")
+    ] = None,
+    x: XAxisOption = "step",
+    wandb_run: Annotated[
+        Optional[str],
+        typer.Option("--wandb", help="Plot a wandb run instead: ENTITY/PROJECT/RUN_ID (needs access to it)."),
+    ] = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    smoothing: Annotated[
+        Optional[float],
+        typer.Option(
+            "--smoothing", min=0.0, max=0.99, help="EMA weight for train curves [default: from the curve length]."
+        ),
+    ] = None,
+    log_y: LogYOption = False,
 ) -> None:
     """Plot a run's metrics to a PNG: one panel per metric, train loss smoothed over the raw curve.
 

@@ -2,7 +2,7 @@
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich import filesize
@@ -12,24 +12,49 @@ from nashcli.errors import NashError
 
 
 def command(
-    source: Optional[str] = typer.Argument(
-        None, help="shakespeare (built in), a registry name (see --list), hf:USER/NAME or hf:FOLDER, or a .txt/.jsonl/.json/.parquet file or folder."
-    ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset folder to write (default: data/NAME)."),
-    list_registry: bool = typer.Option(False, "--list", help="Show the registry of named datasets and exit."),
-    val_fraction: float = typer.Option(
-        0.005, "--val-fraction", min=0.0, max=0.5, help="Share of tokens held out for validation, as whole documents (small corpora get at least ~50k tokens, at most 10%)."
-    ),
-    text_field: str = typer.Option("text", "--text-field", help="Field holding the text in .jsonl/.json/.parquet/hub records."),
-    split: str = typer.Option("train", "--split", help="Split of a hub dataset to read (hf:USER/NAME)."),
-    subset: Optional[str] = typer.Option(None, "--subset", help="Configuration (subset) of a hub dataset, e.g. sample-10BT."),
-    split_blank_lines: bool = typer.Option(
-        False, "--split-blank-lines", help="In .txt files, each blank-line-separated block is a document (default: one per file)."
-    ),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Stop after about this many tokens."),
-    shard_tokens: int = typer.Option(100_000_000, "--shard-tokens", min=1024, help="Tokens per shard file."),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if the dataset is already prepared."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; only the final table."),
+    source: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="shakespeare (built in), a registry name (see --list), hf:USER/NAME or hf:FOLDER, "
+            "or a .txt/.jsonl/.json/.parquet file or folder."
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Dataset folder to write (default: data/NAME).")
+    ] = None,
+    list_registry: Annotated[
+        bool, typer.Option("--list", help="Show the registry of named datasets and exit.")
+    ] = False,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            min=0.0,
+            max=0.5,
+            help="Share of tokens held out for validation, as whole documents "
+            "(small corpora get at least ~50k tokens, at most 10%).",
+        ),
+    ] = 0.005,
+    text_field: Annotated[
+        str, typer.Option("--text-field", help="Field holding the text in .jsonl/.json/.parquet/hub records.")
+    ] = "text",
+    split: Annotated[str, typer.Option("--split", help="Split of a hub dataset to read (hf:USER/NAME).")] = "train",
+    subset: Annotated[
+        Optional[str], typer.Option("--subset", help="Configuration (subset) of a hub dataset, e.g. sample-10BT.")
+    ] = None,
+    split_blank_lines: Annotated[
+        bool,
+        typer.Option(
+            "--split-blank-lines",
+            help="In .txt files, each blank-line-separated block is a document (default: one per file).",
+        ),
+    ] = False,
+    max_tokens: Annotated[
+        Optional[int], typer.Option("--max-tokens", min=1, help="Stop after about this many tokens.")
+    ] = None,
+    shard_tokens: Annotated[int, typer.Option("--shard-tokens", min=1024, help="Tokens per shard file.")] = 100_000_000,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the dataset is already prepared.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the final table.")] = False,
 ) -> None:
     """Tokenize a text source into token shards: the built-in corpus, a registry name, a hub dataset or local files.
 

@@ -1,7 +1,7 @@
 """`nash train`: resolve the config, then hand it to the engine."""
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 import yaml
@@ -13,22 +13,36 @@ from nashcli.errors import NashError
 
 
 def command(
-    preset: Optional[str] = typer.Option(
-        None, "--preset", "-p", help="Preset name (tiny, small, gpt2-124m, sft) or a path to a YAML file."
-    ),
-    overrides: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a config key by dotted path, e.g. --set train.lr=1e-4 (repeatable)."
-    ),
-    run: Optional[str] = typer.Option(None, "--run", help="Run name (folder under runs/); same as --set name=..."),
-    resume: Optional[Path] = typer.Option(
-        None, "--resume", help="Resume the run in this folder from its last checkpoint, exactly."
-    ),
-    init_from: Optional[str] = typer.Option(
-        None, "--init-from", help="Start from these weights: a run folder, a checkpoint, or hf:PATH_OR_ID."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder of the same name."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display; only errors and the final summary."),
+    preset: Annotated[
+        Optional[str],
+        typer.Option("--preset", "-p", help="Preset name (tiny, small, gpt2-124m, sft) or a path to a YAML file."),
+    ] = None,
+    overrides: Annotated[
+        list[str],
+        typer.Option(
+            "--set", "-s", help="Override a config key by dotted path, e.g. --set train.lr=1e-4 (repeatable)."
+        ),
+    ] = [],
+    run: Annotated[
+        Optional[str], typer.Option("--run", help="Run name (folder under runs/); same as --set name=...")
+    ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Resume the run in this folder from its last checkpoint, exactly."),
+    ] = None,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option("--init-from", help="Start from these weights: a run folder, a checkpoint, or hf:PATH_OR_ID."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run folder of the same name.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config and parameter count, then exit.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No live display; only errors and the final summary.")
+    ] = False,
 ) -> None:
     """Pretrain or fine-tune a GPT.
 

@@ -106,5 +106,5 @@ def test_unreachable_hub_is_one_error_line_and_leaves_no_folder(tmp_path, monkey
 def test_option_defaults_are_the_library_defaults():
     # The command spells them out so that `nash --help` need not import numpy and tiktoken.
     parameters = inspect.signature(prepare.command).parameters
-    assert parameters["val_fraction"].default.default == DEFAULT_VAL_FRACTION
-    assert parameters["shard_tokens"].default.default == DEFAULT_SHARD_TOKENS
+    assert parameters["val_fraction"].default == DEFAULT_VAL_FRACTION
+    assert parameters["shard_tokens"].default == DEFAULT_SHARD_TOKENS
