@@ -70,18 +70,6 @@ def _unknown_key_message(key: str, prefix: str, valid_names: list[str]) -> str:
     return f"unknown config key {key!r}: valid keys here are {', '.join(full_names)}"
 
 
-def known_keys(model: type[BaseModel] = NashConfig, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of the config, e.g. ['name', ..., 'model.n_layers', ...]."""
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys += known_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
 def build_config(tree: dict, source: "str | Callable[[str], str]" = "config") -> NashConfig:
     """Validate a config tree; the first problem becomes a one-line NashError naming key, value and rule.
 

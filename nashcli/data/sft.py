@@ -70,7 +70,6 @@ class SFTStats:
     skipped: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0  # trained targets: completion tokens + one EOT per example
-    longest_tokens: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -104,7 +103,6 @@ def load_sft_examples(path: Path, tokenizer: Tokenizer, max_seq_len: int) -> tup
         examples.append(SFTExample(tokens, len(prompt_ids), line))
         stats.prompt_tokens += len(prompt_ids)
         stats.completion_tokens += len(completion_ids)
-        stats.longest_tokens = max(stats.longest_tokens, len(tokens))
     stats.examples = len(examples)
     if stats.truncated:
         stats.warnings.append(

@@ -3,9 +3,8 @@
 A CPU training step allocates and frees the same large buffers every step (the logits alone are
 B x T x V x 2-4 bytes). glibc serves blocks above its mmap threshold (at most 32 MB) with fresh
 mmap calls and unmaps them on free, so each step page-faults its whole working set in again:
-seconds of system time per step. Keeping freed memory in the heap instead made a training step of
-shape A (4 layers, 256 wide, seq 256, batch 8, bf16) about 1.3x faster on a 2-core EPYC, for
-about 1.3x the peak RSS (bench/README.md, "train").
+seconds of system time per step. Keeping freed memory in the heap instead makes CPU steps faster
+for a somewhat higher peak RSS (measured in bench/README.md, "train").
 """
 
 import ctypes

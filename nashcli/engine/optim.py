@@ -41,7 +41,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over `parameter_groups`, fused into one kernel per group on CUDA and CPU.
 
-    The fused CPU kernel was 4.5x faster than the per-parameter loop on a 6-layer model (PERF.md);
+    The fused kernel is much faster than the per-parameter loop on CPU too (bench/README.md);
     other devices use the multi-tensor (foreach) path. The learning rate is set every step by the
     trainer from the schedule, so the value given here is only the starting one.
     """

@@ -83,9 +83,15 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
 
 def precision_notes(precision: Precision) -> list[str]:
     """One-line warnings about a precision that will run but poorly on its device."""
+    # Without matrix units for it, a CPU emulates the 16-bit type: matmuls hundreds of times slower
+    # than fp32 (the figures are in bench/README.md).
     if precision.name == "fp16" and precision.device_type == "cpu":
-        # Measured here: fp16 matmuls at 1-3 GFLOP/s on CPU, against hundreds for bf16.
         return ["fp16 on a CPU is very slow (no fp16 matrix units): prefer --set train.precision=auto (bf16 or fp32)"]
+    if precision.name == "bf16" and precision.device_type == "cpu" and not cpu_has_bf16_matrix_units():
+        return [
+            "bf16 on this CPU is very slow (no AVX512-BF16 or AMX units): prefer --set train.precision=auto "
+            "(fp32 here)"
+        ]
     return []
 
 
@@ -126,7 +132,7 @@ def measured_matmul_flops(device: str, precision_name: str) -> float:
 
     Small products understate the peak (thread start-up), so the size doubles from 512 towards the
     plateau size while the next product is projected to take under 0.3 s at the speed seen so far:
-    fp16 runs at ~1 GFLOP/s on CPUs without fp16 units and stays small, fp32/bf16 reach 1536.
+    an emulated 16-bit type stays small, fast ones reach 1536.
     Cached: measured once per process.
     """
     dtype = DTYPES[precision_name]

@@ -14,7 +14,7 @@ from nashcli.engine.allocator import keep_freed_memory
 from nashcli.engine.batches import build_batches
 from nashcli.engine.checkpoint import STATE_FILE, checkpoint_names, prune_step_checkpoints, save_checkpoint
 from nashcli.engine.checkpoint_reading import load_model_weights, load_training_state
-from nashcli.engine.compile import compile_model
+from nashcli.engine.compile import compile_model, eager_fallback
 from nashcli.engine.counters import RunCounters, SessionClock, peak_memory_mb
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
 from nashcli.engine.evaluate import evaluate
@@ -110,7 +110,7 @@ class Trainer:
         stopping = False
         stop = StopRequests()
         try:
-            with stop:
+            with stop, eager_fallback():
                 while counters.step < train_config.max_steps and not stopping:
                     stopping = self._train_step(stop, metrics)
                     final = counters.step == train_config.max_steps

@@ -190,9 +190,9 @@ class GPT(nn.Module):
         """Next-token logits (B, T, vocab_size) from `hidden` (B, T, C).
 
         `decoding` (a few rows, no gradient) multiplies by a contiguous [C, V] copy of the tied
-        weight through few_rows_matmul: for one row, `x @ W.T` over the [V, C] embedding took 4.6 ms
-        on a 2-core CPU and `x @ W` over the copy 2.5 ms (50257 x 384, fp32, one core either way).
-        The copy costs one more head in memory while decoding.
+        weight through few_rows_matmul: a row times the copy reads memory in order, faster than
+        `x @ W.T` over the [V, C] embedding (bench/README.md, "generate"). The copy costs one more
+        head in memory while decoding.
         """
         vocab_size = self.config.vocab_size
         if decoding and not torch.is_grad_enabled():

@@ -14,11 +14,10 @@ def few_rows_matmul(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     """rows (N, in) @ weight (in, out) [+ bias] for a few rows, using every core torch may use.
 
     With few rows the product is a memory-bound read of the weight, and BLAS runs it on a single
-    core: 12 layers 768 wide took 14.5 ms per token with one addmm per weight on a 2-core CPU,
-    whether torch had one thread or two. Cutting the input dimension into one contiguous slab
-    of the weight per thread makes a batched matmul that reads the slabs on all cores (7.3 ms);
-    the slabs' partial products are then summed (same value up to fp32 rounding order). It ran
-    faster up to 16 rows. On a machine whose cores are busy with other work, threads wait for
+    core whatever torch's thread count. Cutting the input dimension into one contiguous slab of the
+    weight per thread makes a batched matmul that reads the slabs on all cores; the slabs' partial
+    products are then summed (same value up to fp32 rounding order). It ran faster up to 16 rows
+    (figures in bench/README.md, "generate"). On a machine whose cores are busy with other work, threads wait for
     each other and this can be slower than one core: set torch's threads (OMP_NUM_THREADS) to 1.
     """
     splits = torch.get_num_threads()
@@ -35,10 +34,9 @@ class InOutLinear(nn.Module):
     """y = x @ weight + bias, with `weight` stored (in_features, out_features): GPT-2's own layout
     (its "Conv1D"), not nn.Linear's (out, in).
 
-    Why: decoding multiplies one row by every weight matrix, a memory-bound read; on one core of
-    a 2-core CPU the six layers of a 384-wide model took 1.5 ms per token this way against 2.2 ms
-    with nn.Linear's layout, while training matmuls ran at the same speed either way. It also
-    makes Hugging Face GPT-2 weights load without transposes.
+    Why: decoding multiplies one row by every weight matrix, a memory-bound read, which runs faster
+    in this layout (bench/README.md, "generate"), while training matmuls run at the same speed
+    either way. It also makes Hugging Face GPT-2 weights load without transposes.
     """
 
     def __init__(self, in_features: int, out_features: int):

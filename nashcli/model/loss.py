@@ -14,8 +14,7 @@ class PaddedCrossEntropySum(torch.autograd.Function):
     logits, which dominate a small model's memory. This keeps only the logits and one log-sum-exp
     per row, works through fp32 copies of a few rows at a time, and writes the gradient in the
     logits' dtype (where autocast would have cast it anyway); the padding columns get zero gradient.
-    Measured on a forward + backward of 4 layers, 256 wide, 8 x 256 tokens (CPU, one thread):
-    memory above the model 1.34 -> 0.83 GB and 1.62 -> 0.98 s in bf16, 1.39 -> 1.18 GB in fp32.
+    It saves both memory and time (figures in bench/README.md, "train").
     """
 
     @staticmethod

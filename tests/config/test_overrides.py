@@ -1,7 +1,7 @@
 import pytest
 
 from nashcli.config import resolve_config
-from nashcli.config.overrides import known_keys, parse_override
+from nashcli.config.overrides import parse_override
 from nashcli.errors import NashError
 
 
@@ -76,9 +76,3 @@ def test_list_item_out_of_range_names_its_index():
 def test_heads_not_dividing_width():
     with pytest.raises(NashError, match=r"model.d_model \(128\) must be divisible by model.n_heads \(3\)"):
         resolve_config("tiny", ["model.n_heads=3"])
-
-
-def test_known_keys_are_dotted_leaves():
-    keys = known_keys()
-    assert {"train.lr", "model.n_layers", "data.dataset", "metrics.wandb", "name", "runs_dir"} <= set(keys)
-    assert "train" not in keys

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from nashcli.engine import precision as precision_module
@@ -37,9 +38,16 @@ def test_measured_cpu_peak_is_plausible_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(1), expected)
 
 
-def test_only_fp16_on_cpu_gets_a_slowness_warning():
+@pytest.mark.parametrize("has_bf16_units", [True, False], ids=["bf16-units", "avx2-only"])
+def test_a_16_bit_type_the_cpu_lacks_units_for_gets_a_slowness_warning(monkeypatch, has_bf16_units):
+    # Which kind of CPU runs the tests is chance: both answers of the probe are checked.
+    monkeypatch.setattr(precision_module, "cpu_has_bf16_matrix_units", lambda: has_bf16_units)
     assert precision_notes(Precision("fp16", "cpu")) == [
         "fp16 on a CPU is very slow (no fp16 matrix units): prefer --set train.precision=auto (bf16 or fp32)"
     ]
-    for precision in (Precision("bf16", "cpu"), Precision("fp32", "cpu"), Precision("fp16", "cuda")):
+    bf16_warning = [
+        "bf16 on this CPU is very slow (no AVX512-BF16 or AMX units): prefer --set train.precision=auto (fp32 here)"
+    ]
+    assert precision_notes(Precision("bf16", "cpu")) == ([] if has_bf16_units else bf16_warning)
+    for precision in (Precision("fp32", "cpu"), Precision("fp16", "cuda"), Precision("bf16", "cuda")):
         assert precision_notes(precision) == []
