@@ -88,6 +88,7 @@ def claim_folder(opened: OpenedRun, context: DistributedContext) -> None:
     if context.is_main:
         layout = opened.layout
         if opened.replaces_old_run:
+            _check_replaceable(layout.root, overwrite=True)  # again: files may have appeared since open_run
             built = layout.root.parent / f".{layout.name}.new-{os.getpid()}"
             shutil.rmtree(built, ignore_errors=True)
             RunLayout(built).write_config(opened.config)
