@@ -1,8 +1,10 @@
 """The GPT-2 model: attention, MLP, block, GPT, and the KV cache for incremental decoding.
 
-The architecture is GPT-2's, so its weights load unchanged (nashcli/model/hf.py): learned position
-embeddings, pre-LayerNorm blocks, GELU (tanh approximation) MLP, a final LayerNorm and an LM head
-tied to the token embedding. Biases everywhere, LayerNorm eps 1e-5.
+By default the architecture is GPT-2's, so its weights load unchanged (nashcli/model/hf.py): learned
+position embeddings, pre-LayerNorm blocks, GELU (tanh approximation) MLP, a final LayerNorm and an LM
+head tied to the token embedding. Biases everywhere, LayerNorm eps 1e-5. The options of ModelConfig
+swap single parts: rotary positions, RMSNorm, a squared-ReLU MLP, normalised queries and keys, an
+untied head, no biases, and zero-initialised output projections.
 
 The embedding / LM head has `config.padded_vocab_size` rows (a multiple of 64 by default): the
 logits matmul runs much faster on that shape; the padding rows are zero, never indexed, receive no
@@ -18,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nashcli.config.models import ModelConfig
-from nashcli.model.layers import InOutLinear, few_rows_matmul
+from nashcli.model.layers import InOutLinear, activation_layer, few_rows_matmul, norm_layer
 from nashcli.model.loss import PaddedCrossEntropySum
+from nashcli.model.rotary import Rotary, Rotation, rotate
 
 INIT_STD = 0.02  # GPT-2's initializer range
 
@@ -30,6 +33,7 @@ class KVCache:
 
     Preallocated to the model's context length: per layer, (B, heads, max_seq_len, head_dim) for
     keys and for values. `length` is the number of positions filled; GPT.hidden_states advances it.
+    With rotary positions the keys are stored rotated, each by its own position.
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, device, dtype: torch.dtype):
@@ -61,14 +65,25 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_heads = config.n_heads
         self.dropout = config.dropout
-        self.qkv = InOutLinear(config.d_model, 3 * config.d_model)  # one matmul for q, k, v (GPT-2's c_attn)
-        self.out_proj = InOutLinear(config.d_model, config.d_model)
+        # one matmul for q, k, v (GPT-2's c_attn)
+        self.qkv = InOutLinear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.out_proj = InOutLinear(config.d_model, config.d_model, bias=config.bias)
         self.out_dropout = nn.Dropout(config.dropout)
+        # Normalised q and k bound the attention logits, which keeps their softmax from saturating.
+        self.q_norm = norm_layer(config, config.head_dim) if config.qk_norm else None
+        self.k_norm = norm_layer(config, config.head_dim) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotation: Optional[Rotation], kv_cache: Optional[KVCache], layer: int
+    ) -> torch.Tensor:
+        """`rotation`: the rotary (cos, sin) of the T new positions, None with learned positions."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotation is not None:
+            q, k = rotate(q, rotation), rotate(k, rotation)
         past = 0
         if kv_cache is not None:
             past = kv_cache.length
@@ -91,9 +106,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.up = InOutLinear(config.d_model, config.d_ff)
-        self.activation = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
-        self.down = InOutLinear(config.d_ff, config.d_model)
+        self.up = InOutLinear(config.d_model, config.d_ff, bias=config.bias)
+        self.activation = activation_layer(config)
+        self.down = InOutLinear(config.d_ff, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,17 +116,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.attention_norm = nn.LayerNorm(config.d_model)
+        self.attention_norm = norm_layer(config, config.d_model)
         self.attention = CausalSelfAttention(config)
-        self.mlp_norm = nn.LayerNorm(config.d_model)
+        self.mlp_norm = norm_layer(config, config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), kv_cache, layer)
+    def forward(
+        self, x: torch.Tensor, rotation: Optional[Rotation], kv_cache: Optional[KVCache], layer: int
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), rotation, kv_cache, layer)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -127,11 +144,17 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.token_embedding = nn.Embedding(config.padded_vocab_size, config.d_model)  # also the LM head
-        self.position_embedding = nn.Embedding(config.max_seq_len, config.d_model)
+        self.token_embedding = nn.Embedding(config.padded_vocab_size, config.d_model)  # the LM head when tied
+        # Exactly one of the two gives positions: an embedding added to the input, or rotations in attention.
+        learned = config.positions == "learned"
+        self.position_embedding = nn.Embedding(config.max_seq_len, config.d_model) if learned else None
+        self.rotary = None if learned else Rotary(config.head_dim, config.max_seq_len)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.final_norm = nn.LayerNorm(config.d_model)
+        self.final_norm = norm_layer(config, config.d_model)
+        self.lm_head = None  # tied: the token embedding is the head (see head_weight)
+        if not config.tie_embeddings:
+            self.lm_head = nn.Parameter(torch.empty(config.padded_vocab_size, config.d_model))  # (padded V, C)
         # (key, weight) of the [C, V] LM-head copy used while decoding; see _decoding_head.
         self._decoding_head_cache: Optional[tuple[tuple, torch.Tensor]] = None
         self._init_weights()
@@ -139,17 +162,27 @@ class GPT(nn.Module):
     def _init_weights(self) -> None:
         # GPT-2: N(0, 0.02) everywhere, zero biases, and the projections that write into the residual
         # stream scaled by 1/sqrt(2 * n_layers), since each layer adds two of them to the stream and
-        # its variance would otherwise grow with depth.
-        residual_std = INIT_STD / math.sqrt(2 * self.config.n_layers)
+        # its variance would otherwise grow with depth. zero_init_output starts them at zero instead:
+        # every block then begins as the identity, and the projections still get gradients.
+        residual_std = 0.0 if self.config.zero_init_output else INIT_STD / math.sqrt(2 * self.config.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, InOutLinear):
                 is_residual = name.endswith(("attention.out_proj", "mlp.down"))
                 nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else INIT_STD)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-        with torch.no_grad():
-            self.token_embedding.weight[self.config.vocab_size :].zero_()  # padding rows stay zero
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head, mean=0.0, std=INIT_STD)
+        with torch.no_grad():  # padding rows stay zero, in the embedding and in an untied head
+            self.token_embedding.weight[self.config.vocab_size :].zero_()
+            self.head_weight[self.config.vocab_size :].zero_()
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The LM head (padded V, C): the token embedding when tied, else its own `lm_head`."""
+        return self.token_embedding.weight if self.lm_head is None else self.lm_head
 
     def forward(
         self,
@@ -170,7 +203,7 @@ class GPT(nn.Module):
         return self.loss_sum(hidden, targets)
 
     def hidden_states(self, idx: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
-        """The final-LayerNorm output (B, T, C) for `idx` (B, T), extending `kv_cache` if given."""
+        """The final norm's output (B, T, C) for `idx` (B, T), extending `kv_cache` if given."""
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.length
         if start + T > self.config.max_seq_len:
@@ -178,10 +211,15 @@ class GPT(nn.Module):
                 f"{start + T} positions exceed the context length {self.config.max_seq_len} "
                 "(generate_tokens slides the window; callers must crop)"
             )
-        positions = self.position_embedding.weight.narrow(0, start, T)  # (T, C): positions start..start+T-1
-        x = self.embedding_dropout(self.token_embedding(idx) + positions)  # (B, T, C)
+        x = self.token_embedding(idx)  # (B, T, C)
+        rotation = None
+        if self.rotary is not None:
+            rotation = self.rotary(start, T)  # (cos, sin) of positions start..start+T-1, (T, hs/2) each
+        else:
+            x = x + self.position_embedding.weight.narrow(0, start, T)  # (T, C): positions start..start+T-1
+        x = self.embedding_dropout(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, kv_cache, layer)
+            x = block(x, rotation, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.final_norm(x)
@@ -189,8 +227,8 @@ class GPT(nn.Module):
     def logits(self, hidden: torch.Tensor, decoding: bool = False) -> torch.Tensor:
         """Next-token logits (B, T, vocab_size) from `hidden` (B, T, C).
 
-        `decoding` (a few rows, no gradient) multiplies by a contiguous [C, V] copy of the tied
-        weight through few_rows_matmul: a row times the copy reads memory in order, faster than
+        `decoding` (a few rows, no gradient) multiplies by a contiguous [C, V] copy of the head
+        through few_rows_matmul: a row times the copy reads memory in order, faster than
         `x @ W.T` over the [V, C] embedding (bench/README.md, "generate"). The copy costs one more
         head in memory while decoding.
         """
@@ -199,17 +237,17 @@ class GPT(nn.Module):
             rows = hidden.reshape(-1, hidden.shape[-1])  # (N, C)
             return few_rows_matmul(rows, self._decoding_head()).view(*hidden.shape[:-1], vocab_size)
         # Padded matmul (fast shape), then a view of the real columns: no copy of the logits.
-        return F.linear(hidden, self.token_embedding.weight)[..., :vocab_size]  # (B, T, V)
+        return F.linear(hidden, self.head_weight)[..., :vocab_size]  # (B, T, V)
 
     def loss_sum(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sum of fp32 cross-entropy over targets != IGNORE_INDEX, from `hidden` (B, T, C)."""
-        logits = F.linear(hidden, self.token_embedding.weight)  # (B, T, padded V), bf16 under autocast
+        logits = F.linear(hidden, self.head_weight)  # (B, T, padded V), bf16 under autocast
         return PaddedCrossEntropySum.apply(logits.flatten(0, 1), targets.flatten(), self.config.vocab_size)
 
     def _decoding_head(self) -> torch.Tensor:
         """[C, vocab_size] contiguous copy of the LM head, rebuilt when the weight changes
         (training steps and load_state_dict bump its version; .to() moves its storage)."""
-        weight = self.token_embedding.weight
+        weight = self.head_weight
         key = (weight.device, weight.dtype, weight.data_ptr(), weight._version)
         if self._decoding_head_cache is None or self._decoding_head_cache[0] != key:
             transposed = weight.detach()[: self.config.vocab_size].t().contiguous()  # (C, V)
@@ -223,10 +261,11 @@ class GPT(nn.Module):
         return KVCache(self.config, batch_size, device or weight.device, dtype or weight.dtype)
 
     def num_parameters(self) -> int:
-        """Trainable parameters: the tied embedding / LM head once, its padding rows not at all."""
+        """Trainable parameters: a tied embedding / LM head once, padding rows not at all."""
         total = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
         padding_rows = self.config.padded_vocab_size - self.config.vocab_size
-        return total - padding_rows * self.config.d_model
+        padded_matrices = 1 if self.config.tie_embeddings else 2  # the embedding, and an untied head
+        return total - padded_matrices * padding_rows * self.config.d_model
 
 
 def count_parameters(config: ModelConfig) -> int:
@@ -243,8 +282,10 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
 
     6 FLOPs per weight per token for every matmul weight (2 forward, 4 backward): per layer the
     q/k/v, output, and two MLP matrices, plus the LM head over the real vocabulary (the padding is
-    our speed trick, not model work). Attention scores and their weighted sum add 12 * layers *
-    d_model * seq_len (the PaLM / nanoGPT estimate, which ignores the causal half).
+    our speed trick, not model work), tied or not. Attention scores and their weighted sum add
+    12 * layers * d_model * seq_len (the PaLM / nanoGPT estimate, which ignores the causal half).
+    Norms, biases, activations and rotations are elementwise work, left out like there, so the
+    model options do not change the count.
     """
     C = config.d_model
     matmul_weights = config.n_layers * (4 * C * C + 2 * C * config.d_ff) + config.vocab_size * C

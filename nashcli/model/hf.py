@@ -1,9 +1,10 @@
 """GPT-2 weights in the Hugging Face format, in and out.
 
 Hugging Face stores GPT-2's linear layers as `Conv1D`, weights shaped (in, out); nash's
-InOutLinear uses the same layout, so weights only change names. The tied LM head is stored once,
-as the token embedding; nash's embedding carries extra zero rows up to `padded_vocab_size`, added
-on import and dropped on export.
+InOutLinear uses the same layout, so weights only change names. A tied LM head is stored once, as
+the token embedding; an untied one as `lm_head.weight` with `tie_word_embeddings: false`. nash's
+embedding and head carry extra zero rows up to `padded_vocab_size`, added on import and dropped on
+export. A model without biases exports them as zeros, which computes the same.
 """
 
 import json
@@ -16,13 +17,18 @@ import torch
 from nashcli.config.models import ModelConfig
 from nashcli.errors import NashError
 from nashcli.model.gpt import GPT
+from nashcli.model.layers import NORM_EPS
 from nashcli.tensor_files import TensorSpec, read_safetensors, save_safetensors
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"  # sharded checkpoints (large models)
 PYTORCH_FILE = "pytorch_model.bin"
-LAYER_NORM_EPS = 1e-5  # what nash's nn.LayerNorm uses
+LAYER_NORM_EPS = NORM_EPS
+# The model options GPT-2's format holds only at these values (GPT-2's own). The others export:
+# zero_init_output only changes the initial weights, tie_embeddings has its key in config.json, and
+# missing biases are zero biases.
+GPT2_OPTIONS = {"positions": "learned", "norm": "layernorm", "activation": "gelu", "qk_norm": False}
 
 # nash name -> Hugging Face name, per layer ({} is the layer index) and for the whole model.
 LAYER_KEYS = {
@@ -45,6 +51,8 @@ MODEL_KEYS = {
     "final_norm.weight": "ln_f.weight",
     "final_norm.bias": "ln_f.bias",
 }
+UNTIED_HEAD_KEYS = ("lm_head", "lm_head.weight")  # outside GPT2LMHeadModel's "transformer." prefix
+VOCAB_ROWS_KEYS = ("token_embedding.weight", "lm_head")  # (padded V, C) in nash, (V, C) in the file
 HUB_ID_PATTERN = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # weights in any of these are read as fp32
 DAMAGED_FIX = "download or export the weights again"
@@ -69,19 +77,36 @@ def load_hf_gpt2(path_or_id: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]
 
 def export_hf(model: GPT, out_dir: Path) -> None:
     """Write config.json and model.safetensors into `out_dir` (created) so that
-    `transformers.GPT2LMHeadModel.from_pretrained(out_dir)` loads the model."""
+    `transformers.GPT2LMHeadModel.from_pretrained(out_dir)` loads the model. A model with options
+    GPT-2 does not have is refused before anything is written."""
     config = model.config
+    _check_gpt2_options(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     tensors = {}
-    for nash_key, hf_key in _key_pairs(config.n_layers):
-        tensor = state[nash_key].detach().to("cpu", torch.float32)
-        if nash_key == "token_embedding.weight":
+    for nash_key, hf_key in _key_pairs(config):
+        if nash_key in state:
+            tensor = state[nash_key].detach().to("cpu", torch.float32)
+        else:  # a bias of a model without biases: as wide as the weight's output
+            tensor = torch.zeros(state[nash_key.removesuffix("bias") + "weight"].shape[-1])
+        if nash_key in VOCAB_ROWS_KEYS:
             tensor = tensor[: config.vocab_size]
-        tensors[f"transformer.{hf_key}"] = tensor.contiguous()
+        file_key = hf_key if hf_key == UNTIED_HEAD_KEYS[1] else f"transformer.{hf_key}"
+        tensors[file_key] = tensor.contiguous()
     save_safetensors(tensors, out_dir / SAFETENSORS_FILE, metadata={"format": "pt"})  # transformers checks "pt"
     (out_dir / CONFIG_FILE).write_text(json.dumps(_hf_config(config), indent=2) + "\n", encoding="utf-8")
+
+
+def _check_gpt2_options(config: ModelConfig) -> None:
+    """Refuse, in one line naming them all, the options GPT-2's format cannot hold."""
+    values = {key: getattr(config, key) for key in GPT2_OPTIONS}
+    held_not = [f"model.{key}={value}" for key, value in values.items() if value != GPT2_OPTIONS[key]]
+    if held_not:
+        raise NashError(
+            f"the Hugging Face GPT-2 format cannot hold {', '.join(held_not)}: only models with GPT-2's values "
+            "of these keys can be exported"
+        )
 
 
 def _local_folder(path_or_id: str) -> Path:
@@ -126,7 +151,6 @@ def _model_config(folder: Path) -> ModelConfig:
         "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
         "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
         "layer_norm_epsilon": (hf.get("layer_norm_epsilon", LAYER_NORM_EPS), (LAYER_NORM_EPS,)),
-        "tie_word_embeddings": (hf.get("tie_word_embeddings", True), (True,)),  # nash's LM head is the embedding
     }
     for key, (value, supported) in unsupported.items():
         if value not in supported:
@@ -140,6 +164,7 @@ def _model_config(folder: Path) -> ModelConfig:
             vocab_size=hf["vocab_size"],
             max_seq_len=hf.get("n_positions", hf.get("n_ctx")),
             dropout=hf.get("resid_pdrop", 0.0),
+            tie_embeddings=hf.get("tie_word_embeddings", True),
         )
     except (KeyError, ValueError) as error:
         raise NashError(f"{path} is not a usable GPT-2 config ({error})") from None
@@ -147,11 +172,13 @@ def _model_config(folder: Path) -> ModelConfig:
 
 def _hf_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Hugging Face key -> the shape GPT-2 of `config` stores it in: nash's, without the padding
-    rows of the token embedding."""
+    rows of the token embedding and head."""
     with torch.device("meta"):  # shapes only: no memory is allocated, nothing computed
         nash_state = GPT(config).state_dict()
-    shapes = {hf_key: tuple(nash_state[nash_key].shape) for nash_key, hf_key in _key_pairs(config.n_layers)}
-    shapes[MODEL_KEYS["token_embedding.weight"]] = (config.vocab_size, config.d_model)
+    shapes = {}
+    for nash_key, hf_key in _key_pairs(config):
+        rows = (config.vocab_size,) if nash_key in VOCAB_ROWS_KEYS else ()
+        shapes[hf_key] = rows + tuple(nash_state[nash_key].shape)[len(rows) :]
     return shapes
 
 
@@ -224,20 +251,22 @@ def _shard_paths(index_path: Path) -> list[Path]:
 
 def _to_nash_state_dict(hf_tensors: dict, config: ModelConfig, folder: Path) -> dict[str, torch.Tensor]:
     state = {}
-    for nash_key, hf_key in _key_pairs(config.n_layers):
+    padding = torch.zeros(config.padded_vocab_size - config.vocab_size, config.d_model)
+    for nash_key, hf_key in _key_pairs(config):
         if hf_key not in hf_tensors:
             raise NashError(f"{folder} lacks the weight {hf_key}: is it a GPT-2 checkpoint of this config?")
         state[nash_key] = hf_tensors[hf_key].to(torch.float32).contiguous()
-    padding = torch.zeros(config.padded_vocab_size - config.vocab_size, config.d_model)
-    state["token_embedding.weight"] = torch.cat([state["token_embedding.weight"], padding])
+        if nash_key in VOCAB_ROWS_KEYS:
+            state[nash_key] = torch.cat([state[nash_key], padding])
     return state
 
 
-def _key_pairs(n_layers: int) -> list[tuple[str, str]]:
+def _key_pairs(config: ModelConfig) -> list[tuple[str, str]]:
+    """(nash key, Hugging Face key) of every weight GPT-2 of `config` stores, biases included."""
     pairs = list(MODEL_KEYS.items())
-    for layer in range(n_layers):
+    for layer in range(config.n_layers):
         pairs += [(f"blocks.{layer}.{nash}", f"h.{layer}.{hf}") for nash, hf in LAYER_KEYS.items()]
-    return pairs
+    return pairs if config.tie_embeddings else pairs + [UNTIED_HEAD_KEYS]
 
 
 def _hf_config(config: ModelConfig) -> dict:
@@ -258,7 +287,7 @@ def _hf_config(config: ModelConfig) -> dict:
         "attn_pdrop": config.dropout,
         "layer_norm_epsilon": LAYER_NORM_EPS,
         "initializer_range": 0.02,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": end_of_text if has_end_of_text else None,
         "eos_token_id": end_of_text if has_end_of_text else None,
     }

@@ -1,10 +1,15 @@
-"""Linear layers laid out for fast decoding on CPUs: GPT-2's (in, out) weights and few-row products
-spread over every core."""
+"""Linear layers laid out for fast decoding on CPUs (GPT-2's (in, out) weights and few-row products
+spread over every core), and the norms and activations that `model.norm` / `model.activation` pick."""
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from nashcli.config.models import ModelConfig
+
+NORM_EPS = 1e-5  # GPT-2's LayerNorm epsilon, used by RMSNorm too
 
 # Products with at most this many rows and no gradient take the few-rows path (decoding, prefill).
 FEW_ROWS = 16
@@ -39,15 +44,38 @@ class InOutLinear(nn.Module):
     either way. It also makes Hugging Face GPT-2 weights load without transposes.
     """
 
-    def __init__(self, in_features: int, out_features: int):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])  # (B*T, in)
         if rows.shape[0] <= FEW_ROWS and not torch.is_grad_enabled():
             y = few_rows_matmul(rows, self.weight, self.bias)
+        elif self.bias is None:
+            y = rows @ self.weight  # (B*T, out)
         else:
             y = torch.addmm(self.bias, rows, self.weight)  # (B*T, out)
         return y.view(*x.shape[:-1], -1)
+
+
+def norm_layer(config: ModelConfig, width: int) -> nn.Module:
+    """The normalisation `config.norm` names over the last `width` features. RMSNorm has no bias
+    whatever `config.bias` says: it does not centre, so there is no mean to add back."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(width, eps=NORM_EPS)
+    return nn.LayerNorm(width, eps=NORM_EPS, bias=config.bias)
+
+
+class SquaredReLU(nn.Module):
+    """relu(x)^2 (Primer, So et al. 2021): as cheap as ReLU, and trained faster than GELU there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
+def activation_layer(config: ModelConfig) -> nn.Module:
+    if config.activation == "relu2":
+        return SquaredReLU()
+    return nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"

@@ -30,10 +30,13 @@ def generate_tokens(
     that keeps its last `max_seq_len`. When the context is full and one more token is needed, the
     oldest tokens drop out so that the newest ceil(max_seq_len / 2) remain, and (with the cache)
     the cache is rebuilt from them in one forward pass. Dropping half at once, rather than one
-    token per step, keeps the cost of the next max_seq_len / 2 tokens at one position each: learned
-    positions cannot be shifted inside the cache, so every slide is a full re-prefill. With
-    `use_cache=False` every step runs the whole current window and slides identically, so both
-    paths give the same tokens.
+    token per step, keeps the cost of the next max_seq_len / 2 tokens at one position each. Every
+    slide is a full re-prefill, with rotary positions too: rotary attention depends on relative
+    positions only, but past the first layer a kept position's keys and values were computed while
+    attending to the dropped tokens, so a shifted cache would not be the model's state on the new
+    window (and caches that drop their first tokens this way degrade sharply: Xiao et al. 2023,
+    "attention sinks"). With `use_cache=False` every step runs the whole current window and slides
+    identically, so both paths give the same tokens.
 
     The model runs in eval mode (no dropout) while the generator is alive, then gets its mode back.
 
@@ -78,7 +81,7 @@ def generate_tokens(
 @torch.inference_mode()
 def _next_token_logits(model: GPT, new_ids: list[int], cache: Optional[KVCache]) -> torch.Tensor:
     """fp32 logits (vocab_size,) of the token after `new_ids`, which continue `cache` if given."""
-    device = model.token_embedding.weight.device
+    device = model.head_weight.device
     idx = torch.tensor([new_ids], dtype=torch.long, device=device)  # (1, T)
     hidden = model.hidden_states(idx, cache)[:, -1:]  # (1, 1, C): only the last position is needed
     return model.logits(hidden, decoding=True)[0, -1].float()  # (V,)

@@ -10,6 +10,23 @@ def test_defaults_are_gpt2_124m():
     assert (model.vocab_size, model.max_seq_len) == (50257, 1024)
 
 
+def test_architecture_options_default_to_gpt2():
+    model = ModelConfig()
+    assert (model.positions, model.norm, model.activation) == ("learned", "layernorm", "gelu")
+    assert (model.qk_norm, model.tie_embeddings, model.bias, model.zero_init_output) == (False, True, True, False)
+
+
+def test_an_unknown_option_value_is_refused():
+    with pytest.raises(ValidationError, match="'learned' or 'rope'"):
+        ModelConfig(positions="alibi")
+
+
+def test_rope_needs_an_even_head_width():
+    with pytest.raises(ValidationError, match="must be even"):
+        ModelConfig(d_model=36, n_heads=4, positions="rope")
+    assert ModelConfig(d_model=36, n_heads=4).head_dim == 9  # learned positions take any width
+
+
 def test_padded_vocab_rounds_up_to_the_multiple():
     assert ModelConfig().padded_vocab_size == 50304
     assert ModelConfig(vocab_size=64, vocab_pad_multiple=64).padded_vocab_size == 64

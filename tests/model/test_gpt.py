@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -8,9 +9,28 @@ from nashcli.config.models import ModelConfig
 from nashcli.model.gpt import GPT, count_parameters, flops_per_token
 from nashcli.model.layers import few_rows_matmul
 from nashcli.model.loss import IGNORE_INDEX
+from nashcli.model.rotary import rotate
 
 # vocab 100 pads to 128 rows, so every test also exercises the padding.
 TINY = ModelConfig(n_layers=2, n_heads=2, d_model=32, d_ff=128, vocab_size=100, max_seq_len=32)
+
+# Every value of every architecture option; the first of each is GPT-2's.
+OPTION_VALUES = {
+    "positions": ["learned", "rope"],
+    "norm": ["layernorm", "rmsnorm"],
+    "activation": ["gelu", "relu2"],
+    "qk_norm": [False, True],
+    "tie_embeddings": [True, False],
+    "bias": [True, False],
+    "zero_init_output": [False, True],
+}
+EVERY_COMBINATION = [dict(zip(OPTION_VALUES, values)) for values in itertools.product(*OPTION_VALUES.values())]
+# Each option alone, and all of them together: enough for the slower tests.
+EACH_OPTION_AND_ALL = [{key: values[1]} for key, values in OPTION_VALUES.items()] + [EVERY_COMBINATION[-1]]
+
+
+def options_id(options: dict) -> str:
+    return ",".join(f"{key}={value}" for key, value in options.items()) or "gpt2"
 
 
 def tiny_model(seed: int = 0, **changes) -> GPT:
@@ -40,9 +60,13 @@ def test_changing_a_future_token_never_changes_earlier_logits():
     assert not torch.allclose(before[:, 8:], after[:, 8:])
 
 
+@pytest.mark.parametrize("options", EACH_OPTION_AND_ALL, ids=options_id)
 @pytest.mark.parametrize("grad_enabled", [False, True], ids=["decoding", "with-grad"])
-def test_kv_cache_logits_equal_full_forward_logits(grad_enabled):
-    model = tiny_model().eval()
+def test_kv_cache_logits_equal_full_forward_logits(grad_enabled, options):
+    model = tiny_model(**options).eval()
+    with torch.no_grad():  # zero_init_output would make the blocks the identity: give them weights
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
     idx = random_ids(2, 20)
     full = model(idx)
     cache = model.new_kv_cache(batch_size=2)
@@ -173,6 +197,101 @@ def test_parameter_count_counts_the_tied_embedding_once_and_no_padding():
     unique = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     assert model.num_parameters() == unique - (128 - 100) * 32
     assert count_parameters(TINY) == model.num_parameters()
+
+
+def expected_parameters(config: ModelConfig) -> int:
+    """The parameter count of `config` written out by hand, independently of the model's code."""
+    C, F, V, hs = config.d_model, config.d_ff, config.vocab_size, config.head_dim
+    norm = lambda width: width * (2 if config.norm == "layernorm" and config.bias else 1)  # noqa: E731
+    layer = 4 * C * C + 2 * C * F + 2 * norm(C)
+    layer += (3 * C + C + F + C) if config.bias else 0  # qkv, out, up, down biases
+    layer += 2 * norm(hs) if config.qk_norm else 0
+    embeddings = V * C * (1 if config.tie_embeddings else 2)
+    embeddings += config.max_seq_len * C if config.positions == "learned" else 0
+    return config.n_layers * layer + norm(C) + embeddings
+
+
+@pytest.mark.parametrize("options", EVERY_COMBINATION, ids=options_id)
+def test_parameter_count_is_right_for_every_option_combination(options):
+    config = TINY.model_copy(update=options)
+    model = GPT(config)
+    unique = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    padding = (128 - 100) * 32 * (1 if config.tie_embeddings else 2)
+    assert count_parameters(config) == model.num_parameters() == unique - padding == expected_parameters(config)
+    assert flops_per_token(config, 32) == flops_per_token(TINY, 32)  # options add no matmul work
+
+
+def test_untied_head_is_its_own_parameter_with_zero_padding_rows():
+    model = tiny_model(tie_embeddings=False)
+    assert model.lm_head is not model.token_embedding.weight
+    assert "lm_head" in model.state_dict()
+    assert torch.equal(model.lm_head[TINY.vocab_size :], torch.zeros(28, 32))
+    idx = random_ids(2, 16)
+    model(idx, idx.roll(-1, dims=1)).backward()
+    assert torch.equal(model.lm_head.grad[TINY.vocab_size :], torch.zeros(28, 32))
+    with torch.no_grad():
+        model.token_embedding.weight[77] = 5.0  # moves the input of token 77, not its logit
+        model.lm_head[77] = 0.0
+    assert torch.equal(model(idx)[..., 77], torch.zeros(2, 16))
+
+
+def test_without_bias_no_linear_layer_or_norm_has_one():
+    names = [name for name, _ in tiny_model(bias=False).named_parameters()]
+    assert not [name for name in names if name.endswith("bias")]
+
+
+def test_zero_init_output_starts_every_block_as_the_identity():
+    model = tiny_model(zero_init_output=True)
+    for block in model.blocks:
+        assert not block.attention.out_proj.weight.any() and not block.mlp.down.weight.any()
+    idx = random_ids(1, 8)
+    embedded = model.token_embedding(idx) + model.position_embedding.weight[:8]
+    torch.testing.assert_close(model.hidden_states(idx), model.final_norm(embedded))
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(norm):
+    model = tiny_model(qk_norm=True, norm=norm).eval()
+    idx = random_ids(2, 12)
+    before = model(idx)
+    with torch.no_grad():
+        for block in model.blocks:  # q and k are the first 2 * d_model outputs of qkv
+            block.attention.qkv.weight[:, : 2 * 32] *= 8.0
+            block.attention.qkv.bias[: 2 * 32] *= 8.0
+    torch.testing.assert_close(model(idx), before, atol=1e-4, rtol=1e-4)
+
+
+def test_relu2_is_squared_relu():
+    mlp = tiny_model(activation="relu2").blocks[0].mlp
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(mlp(x), mlp.down(torch.relu(mlp.up(x)) ** 2))
+
+
+def test_rope_model_has_no_position_embedding_and_rotations_keep_only_relative_positions():
+    model = tiny_model(positions="rope")
+    assert model.position_embedding is None
+    assert not any("position" in name or "rotary" in name for name in model.state_dict())
+    q, k = torch.randn(2, 1, 1, 1, 16).unbind(0)  # (B, nh, T, hs) each
+    score = lambda p, s: (rotate(q, model.rotary(p, 1)) * rotate(k, model.rotary(s, 1))).sum()  # noqa: E731
+    torch.testing.assert_close(score(7, 3), score(20, 16))
+    torch.testing.assert_close(score(3, 3), (q * k).sum())
+    assert not torch.allclose(score(7, 3), score(7, 4))
+
+
+@pytest.mark.parametrize("options", EACH_OPTION_AND_ALL, ids=options_id)
+def test_every_option_trains_and_its_loss_falls(options):
+    model = tiny_model(**options)
+    idx = random_ids(4, 16)
+    targets = idx.roll(-1, dims=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = model(idx, targets) / targets.numel()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
 
 
 def test_flops_per_token_of_gpt2_124m():

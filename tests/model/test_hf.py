@@ -179,3 +179,41 @@ def test_sharded_safetensors_load(hf_model, tmp_path):
     with torch.no_grad():
         idx = torch.tensor([PROMPT])
         torch.testing.assert_close(load_nash(tmp_path / "sharded")(idx), hf_model(idx).logits, atol=1e-4, rtol=0)
+
+
+def test_export_refuses_in_one_line_the_options_gpt2_cannot_hold(tmp_path):
+    config = ModelConfig(
+        n_layers=1, n_heads=2, d_model=32, d_ff=64, vocab_size=300, max_seq_len=16,
+        positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, tie_embeddings=False, bias=False,
+    )
+    with pytest.raises(NashError) as refusal:
+        export_hf(GPT(config), tmp_path / "exported")
+    message = str(refusal.value)
+    assert "\n" not in message
+    for key in ("positions=rope", "norm=rmsnorm", "activation=relu2", "qk_norm=True"):
+        assert f"model.{key}" in message
+    assert "tie_embeddings" not in message and "bias" not in message  # these GPT-2 can hold
+    assert not (tmp_path / "exported").exists()
+
+
+def test_an_untied_model_without_biases_exports_with_the_same_logits_and_imports_back(tmp_path):
+    torch.manual_seed(1)
+    options = dict(tie_embeddings=False, bias=False, zero_init_output=True)
+    model = GPT(ModelConfig(n_layers=2, n_heads=2, d_model=32, d_ff=96, vocab_size=300, max_seq_len=64, **options))
+    with torch.no_grad():
+        for parameter in model.parameters():  # trained-looking weights; the padding rows stay zero
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+        model.token_embedding.weight[300:] = 0.0
+        model.lm_head[300:] = 0.0
+    model.eval()
+    export_hf(model, tmp_path / "exported")
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "exported").eval()
+    hf_model.generation_config.pad_token_id = 0
+    assert hf_model.config.tie_word_embeddings is False
+    zero_biases = 2 * (3 * 32 + 32 + 96 + 32 + 2 * 32) + 32  # per layer qkv, out, up, down, two norms; ln_f
+    assert hf_model.num_parameters() == model.num_parameters() + zero_biases
+    assert_same_model(model, hf_model)
+    imported = load_nash(tmp_path / "exported")
+    assert imported.config.tie_embeddings is False and imported.config.bias  # biases come back as zeros
+    assert torch.equal(imported.lm_head, model.lm_head)
+    assert_same_model(imported, hf_model)

@@ -2,21 +2,31 @@ import pytest
 import torch
 
 from nashcli.config.models import ModelConfig
+from nashcli.engine.loading import load_model
+from nashcli.engine.trainer import train
 from nashcli.model.gpt import GPT
 from nashcli.model.sampling import filter_logits, generate_tokens
 
 TINY = ModelConfig(n_layers=2, n_heads=2, d_model=32, d_ff=128, vocab_size=100, max_seq_len=16)
 PROMPT = [3, 14, 15, 92, 65]
+EVERY_OPTION_ON = dict(
+    positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, tie_embeddings=False, bias=False,
+    zero_init_output=True,
+)
 
 
-@pytest.fixture
-def model() -> GPT:
+def trained_looking_model(**options) -> GPT:
     torch.manual_seed(0)
-    model = GPT(TINY)
+    model = GPT(TINY.model_copy(update=options))
     with torch.no_grad():  # trained-looking weights, so greedy output is not one token repeated
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.2)
     return model.eval()
+
+
+@pytest.fixture
+def model() -> GPT:
+    return trained_looking_model()
 
 
 def crafted_model(logits: list[float]) -> GPT:
@@ -50,7 +60,9 @@ def test_seeded_sampling_is_reproducible(model):
     assert sample(model, 30, seed=8, temperature=1.0) != first
 
 
-def test_greedy_with_the_cache_equals_greedy_without_it_past_the_context_length(model):
+@pytest.mark.parametrize("options", [{}, {"positions": "rope"}, EVERY_OPTION_ON], ids=["gpt2", "rope", "all"])
+def test_greedy_with_the_cache_equals_greedy_without_it_past_the_context_length(options):
+    model = trained_looking_model(**options)
     # 5 prompt tokens + 40 new ones in a 16-token context: the window slides several times.
     cached = list(generate_tokens(model, PROMPT, 40, temperature=0))
     uncached = list(generate_tokens(model, PROMPT, 40, temperature=0, use_cache=False))
@@ -69,6 +81,21 @@ def test_greedy_is_the_argmax_and_the_window_keeps_the_newest_half_after_a_slide
         # Token 17 needs a 17th context position: the window slides to the newest 8 tokens.
         assert tokens[17] == int(model(torch.tensor([tokens[9:17]]))[0, -1].argmax())
         assert tokens[18] == int(model(torch.tensor([tokens[9:18]]))[0, -1].argmax())
+
+
+def test_a_run_trained_with_every_option_loads_and_generates_the_same_with_and_without_the_cache(tiny_config):
+    options = [f"model.{key}={str(value).lower()}" for key, value in EVERY_OPTION_ON.items()]
+    train(tiny_config("name=modern", "train.max_steps=2", "train.eval_interval=1", *options))
+    model, config = load_model("runs/modern", "last", device="cpu")
+    assert config.model == ModelConfig(**{**config.model.model_dump(), **EVERY_OPTION_ON})
+    assert "lm_head" in model.state_dict() and config.model.max_seq_len == 16
+    for temperature in (0.0, 1.0):  # greedy, then seeded sampling; 40 tokens slide the 16-token window
+        runs = [
+            list(generate_tokens(model, PROMPT, 40, temperature=temperature,
+                                 generator=torch.Generator().manual_seed(1), use_cache=use_cache))
+            for use_cache in (True, False)
+        ]
+        assert len(runs[0]) == 40 and runs[0] == runs[1]
 
 
 def test_a_prompt_longer_than_the_context_keeps_its_end(model):
