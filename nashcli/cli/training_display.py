@@ -1,8 +1,8 @@
 """The live view of `nash train`: the trainer's reporter, rendered with rich.
 
-On a terminal: a header, a progress bar (step, loss, lr, tokens/s, MFU, ETA) and a line per
-evaluation. Not on a terminal (CI logs, pipes): the same facts as plain lines every log interval.
-Quiet: only the final summary.
+On a terminal: a header, a progress bar (step, loss, lr, tokens/s, MFU, ETA; under a time budget
+the time left instead of the bar and ETA) and a line per evaluation. Not on a terminal (CI logs,
+pipes): the same facts as plain lines every log interval. Quiet: only the final summary.
 """
 
 from pathlib import Path
@@ -26,9 +26,11 @@ class TrainingDisplay:
         self.progress: Optional[Progress] = None
         self.task = None
         self.max_steps = 0
+        self.budget_s: Optional[float] = None  # train.max_minutes in seconds
 
     def on_start(self, info: RunStart) -> None:
         self.max_steps = info.max_steps
+        self.budget_s = None if info.max_minutes is None else info.max_minutes * 60
         if self.quiet:
             return
         world = info.world_size
@@ -43,22 +45,33 @@ class TrainingDisplay:
             ["model", f"{info.parameters:,} parameters"],
             ["device", f"{info.device} ({world} process{'es' if world > 1 else ''}), {info.precision}"],
             ["batch", batch],
-            ["steps", f"{info.start_step:,} -> {info.max_steps:,}"],
+            ["steps", f"{info.start_step:,} -> {'at most ' if self.budget_s is not None else ''}{info.max_steps:,}"],
         ]
+        if self.budget_s is not None:
+            left_s = max(0.0, self.budget_s - info.elapsed_s)
+            rows.append(["time budget", f"{info.max_minutes:g} min ({_duration(left_s)} left)"])
         console.print(_facts_table(None, rows))
         for note in info.notes:
             console.print(Text(note, style="dim"))
         if info.sft_preview is not None:
             _print_sft_preview(info.sft_preview)
         if self.live:
+            budgeted = self.budget_s is not None
+            # Under a budget the steps' total is only a cap: the bar and its ETA would mislead.
             self.progress = make_progress(
+                *(["step {task.fields[step]}"] if budgeted else []),
                 "loss [bold]{task.fields[loss]}",
                 "lr {task.fields[lr]}",
                 "{task.fields[speed]} tok/s",
                 "MFU {task.fields[mfu]}",
+                *(["[bold]{task.fields[left]}[/] left"] if budgeted else []),
+                total_known=not budgeted,
             )
             self.task = self.progress.add_task(
-                "train", total=info.max_steps, completed=info.start_step, loss="-", lr="-", speed="-", mfu="-"
+                "train",
+                total=info.max_steps,
+                completed=info.start_step,
+                **dict.fromkeys(("step", "loss", "lr", "speed", "mfu", "left"), "-"),
             )
             self.progress.start()
 
@@ -67,15 +80,19 @@ class TrainingDisplay:
             self.progress.update(
                 self.task,
                 completed=metrics.step,
+                step=f"{metrics.step:,}",
                 loss=f"{metrics.train_loss:.4f}",
                 lr=f"{metrics.lr:.2e}",
                 speed=f"{metrics.tokens_per_s:,.0f}",
                 mfu=f"{metrics.mfu:.1%}",
+                left=self._time_left(metrics),
             )
         elif not self.quiet and (metrics.step % self.log_interval == 0 or metrics.step == self.max_steps):
+            steps = f"step {metrics.step}" + ("" if self.budget_s is not None else f"/{self.max_steps}")
+            left = f", {self._time_left(metrics)} left" if self.budget_s is not None else ""
             console.print(
-                f"step {metrics.step}/{self.max_steps}  loss {metrics.train_loss:.4f}  lr {metrics.lr:.2e}  "
-                f"{metrics.tokens_per_s:,.0f} tok/s  MFU {metrics.mfu:.1%}  {metrics.elapsed_s:.0f}s",
+                f"{steps}  loss {metrics.train_loss:.4f}  lr {metrics.lr:.2e}  "
+                f"{metrics.tokens_per_s:,.0f} tok/s  MFU {metrics.mfu:.1%}  {metrics.elapsed_s:.0f}s{left}",
                 highlight=False,
             )
 
@@ -114,8 +131,17 @@ class TrainingDisplay:
             self.progress.stop()
             self.progress = None
 
+    def _time_left(self, metrics: StepRecord) -> str:
+        return "-" if self.budget_s is None else _duration(max(0.0, self.budget_s - metrics.elapsed_s))
+
     def _print(self, text: str) -> None:
         (self.progress.console if self.progress is not None else console).print(text)
+
+
+def _duration(seconds: float) -> str:
+    """1m05s, or 42s under a minute."""
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def _facts_table(title: Optional[str], rows: list[list]) -> Table:

@@ -38,14 +38,42 @@ class ModelConfig(StrictModel):
             "loss, sampling and exported weights only ever see the real vocab_size entries.",
         ),
     ] = 64
-    max_seq_len: Annotated[int, Field(ge=1, le=131072, description="Context length (learned positions).")] = 1024
+    max_seq_len: Annotated[int, Field(ge=1, le=131072, description="Context length in tokens.")] = 1024
     dropout: Annotated[float, Field(ge=0.0, lt=1.0, description="Dropout on embeddings, attention and MLP.")] = 0.0
+    # Architecture options; each default is GPT-2's, so GPT-2 weights import and export unchanged.
+    positions: Annotated[
+        Literal["learned", "rope"],
+        Field(description="learned: a position embedding (GPT-2); rope: rotary positions on queries and keys."),
+    ] = "learned"
+    norm: Annotated[
+        Literal["layernorm", "rmsnorm"], Field(description="Normalisation layers: layernorm (GPT-2) or rmsnorm.")
+    ] = "layernorm"
+    activation: Annotated[
+        Literal["gelu", "relu2"],
+        Field(description="MLP activation: gelu (GPT-2's tanh approximation) or relu2 (squared ReLU)."),
+    ] = "gelu"
+    qk_norm: Annotated[
+        bool, Field(description="Normalise queries and keys per head (with model.norm) before attention.")
+    ] = False
+    tie_embeddings: Annotated[
+        bool, Field(description="The LM head is the token embedding (GPT-2); false gives the head its own weights.")
+    ] = True
+    bias: Annotated[bool, Field(description="Biases in the linear layers and LayerNorms (GPT-2: true).")] = True
+    zero_init_output: Annotated[
+        bool,
+        Field(description="Start the output projections of attention and MLP at zero (GPT-2: small random)."),
+    ] = False
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
+    def _heads_fit_the_width(self) -> "ModelConfig":
         if self.d_model % self.n_heads != 0:
             raise ValueError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+            )
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"model.positions=rope rotates pairs of dimensions: the head width model.d_model / model.n_heads "
+                f"({self.head_dim}) must be even"
             )
         return self
 
@@ -64,7 +92,14 @@ class TrainConfig(StrictModel):
 
     batch_size: Annotated[int, Field(ge=1, le=65536, description="Sequences per micro-batch on each process.")] = 8
     lr: Annotated[float, Field(gt=0.0, le=10.0, description="Peak learning rate after warmup.")] = 6e-4
-    min_lr: Annotated[float, Field(ge=0.0, le=10.0, description="Learning rate at the end of the cosine decay.")] = 6e-5
+    min_lr: Annotated[float, Field(ge=0.0, le=10.0, description="Learning rate at the end of the decay.")] = 6e-5
+    schedule: Annotated[
+        Literal["cosine", "wsd"],
+        Field(description="After warmup: cosine decay to min_lr, or wsd (constant, then a linear decay to min_lr)."),
+    ] = "cosine"
+    decay_fraction: Annotated[
+        float, Field(gt=0.0, le=1.0, description="wsd: the last fraction of training (steps or budget) that decays.")
+    ] = 0.2
     weight_decay: Annotated[
         float, Field(ge=0.0, le=10.0, description="AdamW decay on matrices (not on biases, LayerNorms, embeddings).")
     ] = 0.1
@@ -75,8 +110,18 @@ class TrainConfig(StrictModel):
         ],
         Field(description="AdamW (beta1, beta2)."),
     ] = (0.9, 0.95)
-    max_steps: Annotated[int, Field(ge=1, description="Optimizer steps in the whole run.")] = 19073
-    warmup_steps: Annotated[int, Field(ge=0, description="Linear warmup steps before the cosine decay.")] = 700
+    max_steps: Annotated[
+        int, Field(ge=1, description="Optimizer steps in the whole run (with max_minutes: a cap on them).")
+    ] = 19073
+    max_minutes: Annotated[
+        Optional[float],
+        Field(
+            gt=0.0,
+            allow_inf_nan=False,
+            description="A time budget: the run ends when its wall time reaches it, and the decay follows it.",
+        ),
+    ] = None
+    warmup_steps: Annotated[int, Field(ge=0, description="Linear warmup steps before the decay.")] = 700
     grad_clip: Annotated[
         float, Field(ge=0.0, description="Clip the global gradient norm to this value; 0 disables clipping.")
     ] = 1.0

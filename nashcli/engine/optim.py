@@ -1,6 +1,6 @@
 """AdamW with weight decay on weight matrices only, and checked loading of a saved optimizer state."""
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -55,8 +55,9 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) 
     )
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
+def set_learning_rate(optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
+    """Give the param groups their learning rates, one per group in order."""
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
 
 

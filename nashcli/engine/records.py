@@ -29,6 +29,8 @@ class RunStart:
     tokens_per_step: int  # one optimizer step, all processes
     start_step: int  # 0, or the step a resumed run continues from
     max_steps: int
+    max_minutes: Optional[float]  # the time budget (train.max_minutes), if any
+    elapsed_s: float  # the run's wall time before this session (a resumed run's budget is partly used)
     peak_flops: float  # measured matmul peak of this precision, all processes (for MFU)
     resumed_from: Optional[str] = None  # the checkpoint folder
     init_from: Optional[str] = None  # the weights the run started from
@@ -86,7 +88,7 @@ class RunSummary:
     device: str
     world_size: int
     peak_memory_mb: float
-    interrupted: bool  # stopped by a signal before max_steps (it saved `last`)
+    interrupted: bool  # stopped by a signal before max_steps or the time budget (it saved `last`)
     stop_signal: Optional[int]  # the signal this process received, if any
     resume_command: str
 

@@ -27,15 +27,13 @@ from nashcli.engine.records import resume_command
 from nashcli.engine.reporter import Reporter, SilentReporter
 from nashcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from nashcli.engine.run_folder import OpenedRun, claim_folder, open_run
-from nashcli.engine.schedule import learning_rate_at
+from nashcli.engine.schedule import budget_fraction_used, learning_rate_at, run_is_over
 from nashcli.engine.step import forward_backward
+from nashcli.engine.step_failures import non_finite_loss_error
 from nashcli.engine.stop import StopRequests
 from nashcli.errors import NashError
 from nashcli.model.gpt import GPT, flops_per_token
 from nashcli.runs.metrics import MetricsLogger, open_metrics
-
-# A non-finite loss this soon after a resume points at the checkpoint rather than the learning rate.
-STEPS_SUSPECTING_THE_CHECKPOINT = 20
 
 
 def train(
@@ -86,6 +84,7 @@ class Trainer:
             opened.weights.load_into(self.model)
         self.model.to(context.device)
         self.optimizer = build_optimizer(self.model, train_config, context.device)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # a resume overwrites them
         self.grad_scaler = make_grad_scaler(self.precision)
         self.batches = build_batches(self.config, context)
         self.counters = RunCounters()
@@ -107,13 +106,12 @@ class Trainer:
             metrics = open_metrics(self.layout, self.config, resume_step=resume_step)
         self.reporter.on_start(self._start_record())
         self.session = SessionClock()
-        stopping = False
+        stopping = final = False  # open_run and _load_state refuse a run that is already over
         stop = StopRequests()
         try:
             with stop, eager_fallback():
-                while counters.step < train_config.max_steps and not stopping:
-                    stopping = self._train_step(stop, metrics)
-                    final = counters.step == train_config.max_steps
+                while not (stopping or final):
+                    stopping, final = self._train_step(stop, metrics)
                     is_best = False
                     if final or _every(counters.step, train_config.eval_interval):
                         is_best = self._evaluate(metrics)
@@ -124,30 +122,38 @@ class Trainer:
                         self._save(names)
         finally:
             metrics.close()
-        summary = self._summary(interrupted=counters.step < train_config.max_steps, stop_signal=stop.signal_number)
+        summary = self._summary(interrupted=not final, stop_signal=stop.signal_number)
         if self.context.is_main and not summary.interrupted:
             self.layout.write_summary(summary.summary_json())
         self.reporter.on_end(summary)
         return summary
 
-    def _train_step(self, stop: StopRequests, metrics: MetricsLogger) -> bool:
-        """One optimizer step; returns whether any process asked to stop."""
+    def _train_step(self, stop: StopRequests, metrics: MetricsLogger) -> tuple[bool, bool]:
+        """One optimizer step; returns whether any process asked to stop, and whether the run is over."""
         train_config, device, counters = self.config.train, self.context.device, self.counters
         started = time.perf_counter()
-        lr = learning_rate_at(counters.step, train_config)
-        set_learning_rate(self.optimizer, lr)
         micro_batches = [
             tuple(tensor.to(device, non_blocking=True) for tensor in self.batches.train.next_batch())
             for _ in range(train_config.grad_accum_steps)
         ]
         totals = forward_backward(self.train_model, micro_batches, self.context, self.precision, self.grad_scaler)
-        # One all-reduce carries the loss (for reporting and the finiteness check) and the stop request,
-        # so that every process sees the same values and stops at the same step.
-        shared = torch.stack([totals.loss_sum, torch.tensor(float(stop.requested), device=device)])
-        loss_sum, stop_votes = dist_ops.all_reduce_sum(shared, self.context).tolist()
+        # One all-reduce carries the loss (for reporting and the finiteness check), the stop request and
+        # rank 0's share of the time budget used (clocks differ), so that every process sees the same
+        # values, uses the same learning rate and stops at the same step.
+        budget_used = budget_fraction_used(self.session.elapsed(counters.elapsed_s), train_config)
+        own_budget_used = budget_used if (budget_used is not None and self.context.is_main) else 0.0
+        shared = torch.tensor([float(stop.requested), own_budget_used], device=device)
+        loss_sum, stop_votes, shared_budget_used = dist_ops.all_reduce_sum(
+            torch.cat([totals.loss_sum.reshape(1), shared]), self.context
+        ).tolist()
+        budget_used = None if budget_used is None else shared_budget_used
         loss = loss_sum / max(totals.target_tokens, 1)
         if not math.isfinite(loss):
-            raise self._non_finite_loss_error(loss)
+            step, resume_dir = counters.step + 1, self.opened.resume_dir
+            raise non_finite_loss_error(loss, step, self.session.steps + 1, resume_dir, self.layout.checkpoints_dir)
+        lrs = [learning_rate_at(counters.step, train_config, base_lr, budget_used) for base_lr in self.base_lrs]
+        set_learning_rate(self.optimizer, lrs)
+        lr = learning_rate_at(counters.step, train_config, train_config.lr, budget_used)  # what the run reports
         self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
         max_norm = train_config.grad_clip if train_config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
@@ -168,25 +174,11 @@ class Trainer:
             mfu=self._mfu(tokens_per_s),
             elapsed_s=self.session.elapsed(counters.elapsed_s),
         )
-        if _every(counters.step, self.config.metrics.log_interval) or counters.step == train_config.max_steps:
+        final = run_is_over(counters.step, budget_used, train_config)
+        if _every(counters.step, self.config.metrics.log_interval) or final:
             metrics.log({**record.metrics(), "tokens_per_s": self.session.interval_tokens_per_s()}, counters.step)
         self.reporter.on_step(record)
-        return stop_votes > 0
-
-    def _non_finite_loss_error(self, loss: float) -> NashError:
-        """The run stops without saving: `last` keeps the state before this step."""
-        step = self.counters.step + 1
-        steps_since_resume = self.session.steps + 1
-        if self.opened.resume_dir is not None and steps_since_resume <= STEPS_SUSPECTING_THE_CHECKPOINT:
-            return NashError(
-                f"the training loss became {loss} at step {step}, just after resuming from {self.opened.resume_dir} "
-                f"at step {step - steps_since_resume}: that checkpoint may be damaged; check it with `nash eval`, "
-                "start again from an earlier checkpoint with --init-from, or lower train.lr"
-            )
-        return NashError(
-            f"the training loss became {loss} at step {step}; the run stopped, its last good "
-            f"checkpoint is in {self.layout.checkpoints_dir}: lower train.lr or use train.precision=bf16/fp32"
-        )
+        return stop_votes > 0, final
 
     def _evaluate(self, metrics: MetricsLogger) -> bool:
         """Evaluate on the validation batches (each process its share); returns whether it is a new best."""
@@ -244,6 +236,13 @@ class Trainer:
             restore_rng_state(own["rng"])
         except NashError as error:
             raise NashError(f"{checkpoint_dir / STATE_FILE} cannot be resumed from: {error}") from None
+        budget_used = budget_fraction_used(self.counters.elapsed_s, self.config.train)
+        if budget_used is not None and budget_used >= 1.0:
+            raise NashError(
+                f"run {self.layout.root} already used its time budget ({self.counters.elapsed_s / 60:.2f} minutes, "
+                f"train.max_minutes={self.config.train.max_minutes}): to train longer, resume with "
+                "--set train.max_minutes=M"
+            )
 
     def _start_record(self) -> RunStart:
         config, context, batches = self.config, self.context, self.batches
@@ -260,6 +259,8 @@ class Trainer:
             tokens_per_step=config.tokens_per_step * context.world_size,
             start_step=self.counters.step,
             max_steps=config.train.max_steps,
+            max_minutes=config.train.max_minutes,
+            elapsed_s=self.counters.elapsed_s,
             peak_flops=self.peak_flops,
             resumed_from=str(self.opened.resume_dir) if self.opened.resume_dir else None,
             init_from=self.opened.weights.source if self.opened.weights else None,

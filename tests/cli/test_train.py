@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,15 @@ def test_resume_continues_a_run_with_its_own_config(train_args):
     assert "resuming at step 4" in resumed.output
     records = read_metrics(Path("runs/demo/metrics.jsonl"))
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_time_budget_shows_the_time_left_and_ends_a_finished_run(train_args):
+    budgeted = train_args("train.max_minutes=0.05", "train.max_steps=100000", "train.eval_interval=0")
+    result = runner.invoke(app, ["train", "--run", "timed", *budgeted])
+    assert result.exit_code == 0, result.output
+    assert "0.05 min (3s left)" in result.output and re.search(r"step 1  loss .*s, \d+s left", result.output)
+    summary = json.loads(Path("runs/timed/summary.json").read_text())
+    assert summary["wall_time_s"] >= 3.0 - 1e-3 and f"eval step {summary['steps']}: val loss" in result.output
 
 
 def test_a_taken_run_name_and_resume_with_a_preset_are_one_line_errors(train_args):

@@ -29,5 +29,5 @@ def test_cpu_optimizer_is_fused_adamw_and_lr_can_be_set():
     optimizer = build_optimizer(TiedToy(), TrainConfig(lr=1e-3, min_lr=0.0, betas=(0.8, 0.9)), torch.device("cpu"))
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["fused"] is True and optimizer.defaults["betas"] == (0.8, 0.9)
-    set_learning_rate(optimizer, 5e-4)
-    assert [group["lr"] for group in optimizer.param_groups] == [5e-4, 5e-4]
+    set_learning_rate(optimizer, [5e-4, 2e-4])
+    assert [group["lr"] for group in optimizer.param_groups] == [5e-4, 2e-4]

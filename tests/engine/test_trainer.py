@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 from pathlib import Path
@@ -12,16 +13,19 @@ from nashcli.engine.checkpoint import checkpoint_names
 from nashcli.engine.checkpoint_reading import load_training_state
 from nashcli.engine.loading import load_model
 from nashcli.engine.reporter import SilentReporter
+from nashcli.engine.schedule import learning_rate_at
 from nashcli.engine.trainer import train
 from nashcli.errors import NashError
 from nashcli.runs.metrics import read_metrics
 
 
 class Recorder(SilentReporter):
-    """Records what the trainer reports; can send this process a Ctrl-C after a given step."""
+    """Records what the trainer reports; can send this process a Ctrl-C after a given step, or once
+    the run's elapsed time reaches a given number of seconds."""
 
-    def __init__(self, interrupt_after_step=None):
+    def __init__(self, interrupt_after_step=None, interrupt_after_s=None):
         self.interrupt_after_step = interrupt_after_step
+        self.interrupt_after_s = interrupt_after_s
         self.steps, self.evals, self.checkpoints, self.start, self.end = [], [], [], None, None
 
     def on_start(self, info):
@@ -30,6 +34,9 @@ class Recorder(SilentReporter):
     def on_step(self, metrics):
         self.steps.append(metrics)
         if metrics.step == self.interrupt_after_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        if self.interrupt_after_s is not None and metrics.elapsed_s >= self.interrupt_after_s:
+            self.interrupt_after_s = None  # once: a second Ctrl-C would not wait for the save
             os.kill(os.getpid(), signal.SIGINT)
 
     def on_eval(self, metrics):
@@ -134,6 +141,52 @@ def test_bf16_and_fp16_runs_learn_like_fp32_on_cpu(tiny_config):
     scaler_state = load_training_state(Path("runs/fp16/checkpoints/last"))["grad_scaler"]
     assert (scaler_state["scale"], scaler_state["_growth_tracker"]) == (2.0**16, 3)
     assert load_training_state(Path("runs/bf16/checkpoints/last"))["grad_scaler"] == {}  # bf16: no scaler
+
+
+# A time budget far below the step cap, with the only evaluation and checkpoint at the end.
+BUDGETED = ["train.max_steps=100000", "train.eval_interval=0", "train.checkpoint_interval=0", "metrics.log_interval=50"]
+
+
+def test_a_time_budget_ends_the_run_with_a_final_eval_a_checkpoint_and_a_summary(tiny_config):
+    budget_s = 0.06 * 60
+    wsd = ["train.schedule=wsd", "train.decay_fraction=0.5"]
+    config = tiny_config("name=timed", "train.max_minutes=0.06", *wsd, *BUDGETED)
+    recorder = Recorder()
+    summary = train(config, reporter=recorder)
+    assert not summary.interrupted and budget_s - 1e-3 <= summary.wall_time_s < budget_s + 5
+    assert 3 <= summary.steps < 100000 and recorder.end == summary
+    assert [record.step for record in recorder.evals] == [summary.steps]
+    assert recorder.checkpoints == [Path("runs/timed/checkpoints/last"), Path("runs/timed/checkpoints/best")]
+    assert load_training_state(Path("runs/timed/checkpoints/last"))["progress"]["step"] == summary.steps
+    assert json.loads(Path("runs/timed/summary.json").read_text())["steps"] == summary.steps
+    # After warmup the lr follows the budget fraction, measured during each step: between the
+    # fractions at the previous step's end and at this step's end; min_lr once the budget is used.
+    train_config = config.train
+    for before, record in zip(recorder.steps[1:], recorder.steps[2:]):
+        lowest = learning_rate_at(record.step - 1, train_config, train_config.lr, record.elapsed_s / budget_s)
+        highest = learning_rate_at(record.step - 1, train_config, train_config.lr, before.elapsed_s / budget_s)
+        assert lowest * (1 - 1e-5) <= record.lr <= highest * (1 + 1e-5)
+    assert recorder.steps[-1].lr == train_config.min_lr
+
+
+def test_a_resumed_run_keeps_the_rest_of_its_time_budget(tiny_config):
+    budget_s = 0.08 * 60
+    budgeted = ["train.max_minutes=0.08", *BUDGETED]
+    stopped = train(tiny_config("name=budget", *budgeted), reporter=Recorder(interrupt_after_s=2.0))
+    saved_s = load_training_state(Path("runs/budget/checkpoints/last"))["progress"]["elapsed_s"]
+    assert stopped.interrupted and saved_s >= 2.0
+    recorder = Recorder()
+    summary = train(tiny_config(*budgeted), resume=Path("runs/budget"), reporter=recorder)
+    assert recorder.start.elapsed_s == saved_s < recorder.steps[0].elapsed_s
+    assert not summary.interrupted and summary.wall_time_s >= budget_s - 1e-3
+    # Every step but the last went on because the run's time, earlier session included, was under the
+    # budget when it was measured during the step: a fresh budget would have gone on past it.
+    assert all(record.elapsed_s < budget_s for record in recorder.steps[:-2])
+    with pytest.raises(NashError, match=r"already used its time budget .*--set train.max_minutes=M"):
+        train(tiny_config(*budgeted), resume=Path("runs/budget"))
+    used_s = load_training_state(Path("runs/budget/checkpoints/last"))["progress"]["elapsed_s"]
+    longer = train(tiny_config(f"train.max_minutes={(used_s + 1) / 60}", *BUDGETED), resume=Path("runs/budget"))
+    assert longer.steps > summary.steps and longer.wall_time_s >= used_s + 1 - 1e-3
 
 
 def test_checkpoint_names_follow_interval_end_stop_and_best():
