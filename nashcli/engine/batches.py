@@ -48,6 +48,22 @@ def build_batches(config: NashConfig, context: DistributedContext) -> RunBatches
     """Train and validation batches for this process (each rank reads its own part)."""
     if config.is_sft:
         return _sft_batches(config, context)
+    train = _pretrain_split(config, context, "train")
+    val = _pretrain_split(config, context, "val")
+    return RunBatches(train, val, f"{config.data.dataset} ({train.num_tokens:,} train tokens)")
+
+
+def build_split_batches(config: NashConfig, context: DistributedContext, split: str) -> tuple[Batches, str]:
+    """One split's batches and a one-line description, for `nash eval`: a prepared dataset opens, and
+    checksums, only that split's shards (a train split can be hundreds of times the val split)."""
+    if config.is_sft:
+        batches = _sft_batches(config, context)  # both splits come from the same file(s)
+        return getattr(batches, split), batches.description
+    batches = _pretrain_split(config, context, split)
+    return batches, f"{config.data.dataset} ({batches.num_tokens:,} tokens)"
+
+
+def _pretrain_split(config: NashConfig, context: DistributedContext, split: str):
     if config.data.dataset is None:
         raise NashError(
             "no training data: set data.dataset to a prepared dataset (e.g. `nash prepare shakespeare`, then "
@@ -55,8 +71,9 @@ def build_batches(config: NashConfig, context: DistributedContext) -> RunBatches
         )
     from nashcli.data.pretrain import PretrainBatches, resolve_dataset_dir
 
-    dataset_dir = resolve_dataset_dir(config.data.dataset, config.data.data_dir)
-    common = dict(
+    return PretrainBatches(
+        resolve_dataset_dir(config.data.dataset, config.data.data_dir),
+        split,
         seq_len=config.model.max_seq_len,
         batch_size=config.train.batch_size,
         seed=config.train.seed,
@@ -64,9 +81,6 @@ def build_batches(config: NashConfig, context: DistributedContext) -> RunBatches
         world_size=context.world_size,
         vocab_size=config.model.vocab_size,
     )
-    train = PretrainBatches(dataset_dir, "train", **common)
-    val = PretrainBatches(dataset_dir, "val", **common)
-    return RunBatches(train, val, f"{config.data.dataset} ({train.num_tokens:,} train tokens)")
 
 
 def _sft_batches(config: NashConfig, context: DistributedContext) -> RunBatches:

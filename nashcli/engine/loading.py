@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 
 from nashcli.config import NashConfig, override_config
-from nashcli.engine.batches import build_batches
+from nashcli.engine.batches import build_split_batches
 from nashcli.engine.distributed import DistributedContext, pick_device
 from nashcli.engine.evaluate import evaluate
 from nashcli.engine.locate import find_weights
@@ -88,12 +88,11 @@ def prepare_evaluation(request: EvalRequest) -> Evaluation:
 
     device = next(model.parameters()).device
     single_process = DistributedContext(rank=0, local_rank=0, world_size=1, device=device)
-    run_batches = build_batches(config, single_process)
-    batches = getattr(run_batches, request.split)
+    batches, data_description = build_split_batches(config, single_process, request.split)
     num_batches = request.max_batches or config.train.eval_batches
     precision = resolve_precision(config.train.precision, device)
     description = (
-        f"{run_batches.description}, {request.split} split: {num_batches} batches of {config.train.batch_size} x "
+        f"{data_description}, {request.split} split: {num_batches} batches of {config.train.batch_size} x "
         f"{config.model.max_seq_len:,} tokens, {precision.name} on {device}"
     )
     return Evaluation(model, batches.eval_batches(num_batches), num_batches, precision.autocast, description)
