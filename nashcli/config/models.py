@@ -5,7 +5,7 @@ Defaults follow GPT-2 124M. Validators check and never silently change a value.
 """
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -87,6 +87,40 @@ class ModelConfig(StrictModel):
         return (self.vocab_size + multiple - 1) // multiple * multiple
 
 
+class AdamWSettings(StrictModel):
+    """AdamW on every parameter, with train.lr, train.betas and train.weight_decay (GPT-2's recipe)."""
+
+    name: Literal["adamw"] = "adamw"
+
+
+class MuonSettings(StrictModel):
+    """Muon for the 2-D weight matrices inside the blocks; AdamW (train.lr, train.betas,
+    train.weight_decay) for the embeddings, the head, norms and biases."""
+
+    name: Literal["muon"] = "muon"
+    lr: Annotated[
+        float,
+        Field(gt=0.0, le=10.0, description="Muon's peak learning rate (scaled per matrix to match AdamW's update size)."),
+    ] = 0.02
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0, description="Muon's momentum.")] = 0.95
+    nesterov: Annotated[bool, Field(description="Nesterov momentum in Muon.")] = True
+    weight_decay: Annotated[float, Field(ge=0.0, le=10.0, description="Decoupled weight decay of the Muon matrices.")] = 0.0
+    ns_steps: Annotated[
+        int, Field(ge=1, le=20, description="Newton-Schulz iterations that orthogonalise each update.")
+    ] = 5
+    embedding_lr: Annotated[
+        Optional[float],
+        Field(gt=0.0, le=10.0, description="AdamW learning rate of the token and position embeddings (default: train.lr)."),
+    ] = None
+    head_lr: Annotated[
+        Optional[float],
+        Field(gt=0.0, le=10.0, description="AdamW learning rate of an untied LM head (default: train.lr)."),
+    ] = None
+
+
+OptimizerSettings = Annotated[Union[AdamWSettings, MuonSettings], Field(discriminator="name")]
+
+
 class TrainConfig(StrictModel):
     """Optimisation, schedule, precision and bookkeeping of a training run."""
 
@@ -110,6 +144,10 @@ class TrainConfig(StrictModel):
         ],
         Field(description="AdamW (beta1, beta2)."),
     ] = (0.9, 0.95)
+    optimizer: Annotated[
+        OptimizerSettings,
+        Field(description="name=adamw (AdamW everywhere) or name=muon (Muon for block matrices, AdamW for the rest)."),
+    ] = AdamWSettings()
     max_steps: Annotated[
         int, Field(ge=1, description="Optimizer steps in the whole run (with max_minutes: a cap on them).")
     ] = 19073
@@ -132,6 +170,12 @@ class TrainConfig(StrictModel):
         int, Field(ge=0, description="Evaluate every this many steps (and at the end); 0 evaluates only at the end.")
     ] = 250
     eval_batches: Annotated[int, Field(ge=1, description="Validation batches per evaluation.")] = 20
+    eval_tasks: Annotated[
+        list[str], Field(description="Tasks scored at each evaluation too, e.g. [hellaswag] (see `nash eval --task`).")
+    ] = []
+    eval_task_limit: Annotated[
+        Optional[int], Field(ge=1, description="Score only the first this many examples of each eval task.")
+    ] = None
     checkpoint_interval: Annotated[
         int, Field(ge=0, description="Save the `last` checkpoint every this many steps (and at the end); 0: only at the end.")
     ] = 500
@@ -143,6 +187,10 @@ class TrainConfig(StrictModel):
         Field(description="auto: bf16 where the device supports it, else fp32; fp16 only when asked (uses a grad scaler)."),
     ] = "auto"
     compile: Annotated[bool, Field(description="Compile the model with torch.compile.")] = False
+    strategy: Annotated[
+        Literal["ddp", "fsdp"],
+        Field(description="Several processes: ddp (a full copy on each) or fsdp (weights, grads and optimizer state sharded)."),
+    ] = "ddp"
     seed: Annotated[int, Field(ge=0, description="Seed for initialisation, data order and dropout.")] = 1337
     device: Annotated[
         str,
@@ -159,6 +207,15 @@ class TrainConfig(StrictModel):
         if self.warmup_steps > self.max_steps:
             raise ValueError(
                 f"train.warmup_steps ({self.warmup_steps}) must not exceed train.max_steps ({self.max_steps})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _optimizer_fits_the_strategy(self) -> "TrainConfig":
+        if self.optimizer.name == "muon" and self.strategy == "fsdp":
+            raise ValueError(
+                "train.optimizer.name=muon needs whole matrices and train.strategy=fsdp shards them: "
+                "use train.strategy=ddp with Muon, or train.optimizer.name=adamw with FSDP"
             )
         return self
 

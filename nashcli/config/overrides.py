@@ -5,10 +5,12 @@ Pure functions on plain dictionaries; validation happens once, in `build_config`
 
 import copy
 import difflib
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from nashcli.config.models import NashConfig
 from nashcli.errors import NashError
@@ -33,35 +35,85 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(tree: dict, overrides: list[tuple[str, Any]]) -> dict:
-    """Return a copy of `tree` with each dotted key set; unknown keys are refused with a suggestion."""
+    """Return a copy of `tree` with each dotted key set; unknown keys are refused with a suggestion.
+
+    A section that is a choice of settings (train.optimizer, chosen by its `name`) takes the keys of
+    the member its name chooses; setting the name to another member drops the keys the new one lacks
+    (switching from muon to adamw leaves no muon settings behind).
+    """
     result = copy.deepcopy(tree)
     for key, value in overrides:
         parts = key.split(".")
         model: type[BaseModel] = NashConfig
-        node = result
+        node, choice = result, None
         for depth, part in enumerate(parts):
             fields = model.model_fields
             if part not in fields:
                 prefix = ".".join(parts[:depth])
-                raise NashError(_unknown_key_message(key, prefix, list(fields)))
-            annotation = fields[part].annotation
-            is_last = depth == len(parts) - 1
-            if is_last:
+                raise NashError(_unknown_key_message(key, prefix, list(fields), choice))
+            if depth == len(parts) - 1:
                 node[part] = value
-            elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise NashError(f"config key {'.'.join(parts[:depth + 1])!r} is not a section")
-                model = annotation
-            else:
+                if choice is not None and part == choice.discriminator and value in choice.members:
+                    kept = choice.members[value].model_fields
+                    for name in [name for name in node if name not in kept]:
+                        del node[name]
+                break
+            choice = section_choice(fields[part])
+            if choice is None:
                 raise NashError(f"unknown config key {key!r}: {'.'.join(parts[:depth + 1])!r} is a value, not a section")
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise NashError(f"config key {'.'.join(parts[:depth + 1])!r} is not a section")
+            model = choice.chosen(node, ".".join(parts[: depth + 1]))
+            choice = choice if len(choice.members) > 1 else None
     return result
 
 
-def _unknown_key_message(key: str, prefix: str, valid_names: list[str]) -> str:
+@dataclass(frozen=True)
+class SectionChoice:
+    """The settings classes a config section can hold: one, or several told apart by `discriminator`."""
+
+    members: dict[str, type[BaseModel]]
+    discriminator: Optional[str]
+    default_member: str
+
+    def chosen(self, node: dict, dotted: str) -> type[BaseModel]:
+        if self.discriminator is None:
+            return self.members[self.default_member]
+        name = node.get(self.discriminator, self.default_member)
+        if name not in self.members:
+            raise NashError(
+                f"{dotted}.{self.discriminator}={name!r} is not one of {', '.join(self.members)}"
+            )
+        return self.members[name]
+
+
+def section_choice(field: FieldInfo) -> Optional[SectionChoice]:
+    """What a field holds if it is a section (a settings class or a discriminated union of them)."""
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return SectionChoice({"": annotation}, None, "")
+    if isinstance(field.discriminator, str) and get_origin(annotation) is Union:
+        members = {}
+        for member in get_args(annotation):
+            tag = member.model_fields[field.discriminator].default
+            members[tag] = member
+        default_tag = getattr(field.default, field.discriminator, next(iter(members)))
+        return SectionChoice(members, field.discriminator, default_tag)
+    return None
+
+
+def _unknown_key_message(key: str, prefix: str, valid_names: list[str], choice: Optional[SectionChoice] = None) -> str:
     """Suggest the closest valid name at the level that went wrong, keeping the rest of the path."""
     parts = key.split(".")
     depth = len(prefix.split(".")) if prefix else 0
+    if choice is not None:  # a key of another member: say which name to choose
+        owners = [tag for tag, member in choice.members.items() if parts[depth] in member.model_fields]
+        if owners:
+            return (
+                f"config key {key!r} is a setting of {prefix}.{choice.discriminator}={owners[0]}: "
+                f"set --set {prefix}.{choice.discriminator}={owners[0]} before it"
+            )
     close = difflib.get_close_matches(parts[depth], valid_names, n=1, cutoff=0.6)
     if close:
         suggestion = ".".join(parts[:depth] + close + parts[depth + 1 :])
@@ -84,8 +136,31 @@ def build_config(tree: dict, source: "str | Callable[[str], str]" = "config") ->
 
 def error_location(error: ValidationError) -> str:
     """The dotted key of the first problem, e.g. "train.betas[1]" ("" for a whole-config check)."""
-    parts = error.errors()[0]["loc"]
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
+    first = error.errors()[0]
+    location = _location(first)[0]
+    if first["type"] == "union_tag_invalid":  # the name that chooses a member is the wrong value
+        location += "." + first["ctx"]["discriminator"].strip("'")
+    return location
+
+
+def _location(problem: dict) -> tuple[str, Optional[type[BaseModel]]]:
+    """The dotted key of a pydantic problem, without the member tags pydantic puts inside a
+    discriminated union's path (train.optimizer.muon.lr is train.optimizer.lr), and the settings
+    class that holds its last key."""
+    dotted, model = "", NashConfig
+    parts = list(problem["loc"])
+    while parts:
+        part = parts.pop(0)
+        dotted += f"[{part}]" if isinstance(part, int) else f".{part}"
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        choice = section_choice(field) if field is not None else None
+        model = None
+        if choice is not None:
+            if choice.discriminator is not None and parts and parts[0] in choice.members:
+                model = choice.members[parts.pop(0)]
+            elif choice.discriminator is None:
+                model = choice.members[""]
+    return dotted.lstrip("."), model
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -93,10 +168,10 @@ def describe_validation_error(error: ValidationError) -> str:
     location = error_location(error)
     if first["type"] == "extra_forbidden":
         parent, _, _ = location.rpartition(".")
-        section = NashConfig
-        for part in parent.split(".") if parent else []:
-            section = section.model_fields[part].annotation
+        section = _location({"loc": first["loc"][:-1]})[1] or NashConfig
         return _unknown_key_message(location, parent, list(section.model_fields))
+    if first["type"] == "union_tag_invalid":
+        return f"{location}={first['ctx']['tag']!r}: must be one of {first['ctx']['expected_tags']}"
     message = first["msg"].removeprefix("Value error, ")
     if not location:  # a cross-field check on the root
         return message
