@@ -1,4 +1,4 @@
-"""AdamW with weight decay on weight matrices only, and checked loading of a saved optimizer state."""
+"""The optimizers (AdamW, or Muon with AdamW), their param groups, and checked loading of a saved state."""
 
 from typing import Optional, Sequence
 
@@ -18,12 +18,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     updates, so decay would mostly shrink rare tokens. The LM head tied to the token embedding is
     the same Parameter, so it is excluded with it and appears once.
     """
-    embedding_ids = {
-        id(parameter)
-        for module in model.modules()
-        if isinstance(module, nn.Embedding)
-        for parameter in module.parameters(recurse=False)
-    }
+    embedding_ids = _embedding_parameter_ids(model)
     decayed, undecayed = [], []
     for parameter in model.parameters():  # yields each shared Parameter once
         if not parameter.requires_grad:
@@ -38,30 +33,133 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `parameter_groups`, fused into one kernel per group on CUDA and CPU.
+def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) -> "Optimizers":
+    """The optimizers that train.optimizer names, each param group with its own base learning rate.
 
-    The fused kernel is much faster than the per-parameter loop on CPU too (bench/README.md);
-    other devices use the multi-tensor (foreach) path. The learning rate is set every step by the
-    trainer from the schedule, so the value given here is only the starting one.
+    adamw: AdamW over `parameter_groups`. muon: Muon for the 2-D matrices inside the blocks, and
+    AdamW for the rest (`muon_parameter_groups`). AdamW is fused into one kernel per group on CUDA
+    and CPU: much faster than the per-parameter loop on CPU too (bench/README.md); other devices use
+    the multi-tensor (foreach) path. The trainer sets every group's learning rate each step from the
+    schedule, so the values given here are the base (peak) ones.
     """
+    settings = train.optimizer
+    if settings.name == "adamw":
+        return Optimizers({"adamw": _adamw(parameter_groups(model, train.weight_decay), train, device)})
+    matrices, adamw_groups = muon_parameter_groups(model, train)
+    muon = torch.optim.Muon(
+        matrices,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        momentum=settings.momentum,
+        nesterov=settings.nesterov,
+        ns_steps=settings.ns_steps,
+        # 0.2 x sqrt(max(rows, columns)): symmetric in the matrix's shape, so it does not matter that
+        # nash stores its matrices (in, out); "original" assumes (out, in).
+        adjust_lr_fn="match_rms_adamw",
+    )
+    return Optimizers({"muon": muon, "adamw": _adamw(adamw_groups, train, device)})
+
+
+def muon_parameter_groups(model: nn.Module, train: TrainConfig) -> tuple[list[nn.Parameter], list[dict]]:
+    """The matrices Muon trains (every 2-D parameter inside the blocks), and AdamW's groups for the
+    rest: the embeddings (optimizer.embedding_lr, undecayed), an untied LM head (optimizer.head_lr,
+    decayed: it is 2-D but maps to the vocabulary, which Muon's orthogonal updates do not suit), and
+    the norms and biases (train.lr, undecayed). Empty groups are left out."""
+    settings = train.optimizer
+    embedding_ids = _embedding_parameter_ids(model)
+    matrices, embeddings, head, vectors = [], [], [], []
+    for name, parameter in model.named_parameters():  # each shared Parameter once
+        if not parameter.requires_grad:
+            continue
+        if id(parameter) in embedding_ids:
+            embeddings.append(parameter)
+        elif parameter.dim() < 2:
+            vectors.append(parameter)
+        elif name.startswith("blocks."):
+            matrices.append(parameter)
+        else:
+            head.append(parameter)
+    groups = [
+        {"params": embeddings, "lr": settings.embedding_lr or train.lr, "weight_decay": 0.0},
+        {"params": head, "lr": settings.head_lr or train.lr, "weight_decay": train.weight_decay},
+        {"params": vectors, "lr": train.lr, "weight_decay": 0.0},
+    ]
+    return matrices, [group for group in groups if group["params"]]
+
+
+def _adamw(groups: list[dict], train: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(
-        parameter_groups(model, train.weight_decay),
-        lr=train.lr,
-        betas=tuple(train.betas),
-        fused=fused,
-        foreach=None if fused else True,
+        groups, lr=train.lr, betas=tuple(train.betas), fused=fused, foreach=None if fused else True
     )
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
+def _embedding_parameter_ids(model: nn.Module) -> set[int]:
+    return {
+        id(parameter)
+        for module in model.modules()
+        if isinstance(module, nn.Embedding)
+        for parameter in module.parameters(recurse=False)
+    }
+
+
+class Optimizers:
+    """The optimizers of one run, stepped as one: AdamW alone, or Muon and AdamW side by side.
+
+    `param_groups` lists every group of every part in order, so the trainer's schedule treats Muon
+    and AdamW groups alike. The state is one dict per part, by name, so a checkpoint says which
+    optimizer made it and a resume with another one is refused in one line.
+    """
+
+    def __init__(self, parts: dict[str, torch.optim.Optimizer]):
+        self.parts = parts
+
+    @property
+    def name(self) -> str:
+        return next(iter(self.parts))  # the part that defines the recipe comes first
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for part in self.parts.values() for group in part.param_groups]
+
+    def unscale_gradients(self, grad_scaler: torch.amp.GradScaler) -> None:
+        for part in self.parts.values():
+            grad_scaler.unscale_(part)
+
+    def step(self, grad_scaler: torch.amp.GradScaler) -> None:
+        """Step every part through the scaler (which skips a step whose fp16 gradients overflowed)."""
+        for part in self.parts.values():
+            grad_scaler.step(part)
+
+    def zero_grad(self) -> None:
+        for part in self.parts.values():
+            part.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take a saved state once all of it is checked against these optimizers (NashError otherwise)."""
+        if isinstance(state, dict) and "param_groups" in state:
+            state = {"adamw": state}  # checkpoints before the optimizer choice saved AdamW's state alone
+        saved = sorted(state) if isinstance(state, dict) else []
+        if saved != sorted(self.parts):
+            saved_name = "muon" if "muon" in saved else "adamw" if saved == ["adamw"] else "an unknown optimizer"
+            raise NashError(
+                f"it was saved by train.optimizer.name={saved_name} and this run uses {self.name}: resume with "
+                f"--set train.optimizer.name={saved_name}, or start a new run from its weights with --init-from"
+            )
+        for name, part in self.parts.items():
+            load_optimizer_state(part, state[name], name=f"{name} optimizer")
+
+
+def set_learning_rate(optimizer: "torch.optim.Optimizer | Optimizers", lrs: Sequence[float]) -> None:
     """Give the param groups their learning rates, one per group in order."""
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, name: str = "optimizer") -> None:
     """optimizer.load_state_dict(state), once all of `state` is checked against `optimizer`.
 
     torch copies saved tensors as they are: a wrong-shaped exp_avg made a resume grow to 22 GB and
@@ -70,7 +168,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """
     problem = _optimizer_state_problem(optimizer, state)
     if problem is not None:
-        raise NashError(f"the optimizer state does not fit this model's optimizer ({problem})")
+        raise NashError(f"the {name} state does not fit this model's {name} ({problem})")
     optimizer.load_state_dict(state)
 
 

@@ -18,7 +18,7 @@ from nashcli.engine.compile import compile_model, eager_fallback
 from nashcli.engine.counters import RunCounters, SessionClock, peak_memory_mb
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
 from nashcli.engine.evaluate import evaluate
-from nashcli.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
+from nashcli.engine.optim import build_optimizer, set_learning_rate
 from nashcli.engine.locate import ResumePoint
 from nashcli.engine.precision import load_grad_scaler_state, make_grad_scaler, peak_flops, precision_notes
 from nashcli.engine.precision import resolve_precision
@@ -154,12 +154,12 @@ class Trainer:
         lrs = [learning_rate_at(counters.step, train_config, base_lr, budget_used) for base_lr in self.base_lrs]
         set_learning_rate(self.optimizer, lrs)
         lr = learning_rate_at(counters.step, train_config, train_config.lr, budget_used)  # what the run reports
-        self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+        self.optimizer.unscale_gradients(self.grad_scaler)  # clip the true gradients, not the fp16-scaled ones
         max_norm = train_config.grad_clip if train_config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        self.grad_scaler.step(self.optimizer)
+        self.optimizer.step(self.grad_scaler)
         self.grad_scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         counters.step += 1
         counters.tokens += totals.input_tokens
         counters.last_train_loss = loss
@@ -229,7 +229,7 @@ class Trainer:
         load_model_weights(self.model, checkpoint_dir)
         own = state["ranks"][self.context.rank]
         try:  # each part checks its own saved state against itself before taking it
-            load_optimizer_state(self.optimizer, state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])
             load_grad_scaler_state(self.grad_scaler, state["grad_scaler"])
             self.counters.load_state_dict(state["progress"])
             self.batches.train.load_state_dict(own["data"])

@@ -48,6 +48,20 @@ def test_resume_continues_a_run_with_its_own_config(train_args):
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(train_args):
+    assert runner.invoke(app, ["train", "--run", "demo", *train_args("train.max_steps=2")]).exit_code == 0
+    before = {path: path.read_bytes() for path in Path("runs/demo").rglob("*") if path.is_file()}
+    switched = ["--set", "train.optimizer.name=muon", "--set", "train.max_steps=4"]
+    result = runner.invoke(app, ["train", "--resume", "runs/demo", *switched])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {Path('runs/demo/checkpoints/last/state.pt')} cannot be resumed from: it was saved by "
+        "train.optimizer.name=adamw and this run uses muon: resume with --set train.optimizer.name=adamw, "
+        "or start a new run from its weights with --init-from"
+    ]
+    assert {path: path.read_bytes() for path in Path("runs/demo").rglob("*") if path.is_file()} == before
+
+
 def test_a_time_budget_shows_the_time_left_and_ends_a_finished_run(train_args):
     budgeted = train_args("train.max_minutes=0.05", "train.max_steps=100000", "train.eval_interval=0")
     result = runner.invoke(app, ["train", "--run", "timed", *budgeted])

@@ -53,8 +53,12 @@ def losses(run: str, key: str = "train_loss") -> list:
     return [(record["step"], record[key]) for record in read_metrics(Path("runs", run, "metrics.jsonl")) if key in record]
 
 
-def test_resume_after_ctrl_c_matches_the_uninterrupted_run_bitwise(tiny_config):
-    overrides = ["model.dropout=0.1", "train.grad_accum_steps=2"]  # dropout proves the RNG is restored
+@pytest.mark.parametrize(
+    "optimizer", [[], ["train.optimizer.name=muon", "model.tie_embeddings=false"]], ids=["adamw", "muon"]
+)
+def test_resume_after_ctrl_c_matches_the_uninterrupted_run_bitwise(tiny_config, optimizer):
+    # dropout proves the RNG is restored
+    overrides = ["model.dropout=0.1", "train.grad_accum_steps=2", *optimizer]
     train(tiny_config("name=straight", *overrides))
     recorder = Recorder(interrupt_after_step=2)
     stopped = train(tiny_config("name=resumed", *overrides), reporter=recorder)
@@ -67,6 +71,17 @@ def test_resume_after_ctrl_c_matches_the_uninterrupted_run_bitwise(tiny_config):
     assert losses("resumed") == losses("straight")  # exact float equality, every step
     assert losses("resumed", "val_loss") == losses("straight", "val_loss")
     assert [step for step, _ in losses("resumed")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_muon_run_learns_like_adamw_on_the_tiny_model(tiny_config):
+    # The tiny model is mostly embedding (AdamW under both), so Muon's matrices can only match here.
+    steps = ["train.max_steps=30", "train.eval_interval=0", "train.checkpoint_interval=0", "train.lr=3e-3"]
+    train(tiny_config("name=adamw", *steps))
+    train(tiny_config("name=muon", *steps, "train.optimizer.name=muon", "train.optimizer.lr=0.02"))
+    for run in ("adamw", "muon"):
+        first, last = losses(run)[0][1], losses(run)[-1][1]
+        assert last < first - 1.2, (run, first, last)
+    assert losses("muon", "val_loss")[-1][1] < losses("adamw", "val_loss")[-1][1] + 0.05
 
 
 def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):

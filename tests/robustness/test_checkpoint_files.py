@@ -25,7 +25,7 @@ from nashcli.cli.app import app
 from nashcli.config.models import ModelConfig
 from nashcli.data.pretrain import PretrainBatches
 from nashcli.engine.checkpoint_reading import checkpoint_config, load_model_weights, load_training_state, read_checkpoint_meta
-from nashcli.engine.optim import build_optimizer, load_optimizer_state
+from nashcli.engine.optim import build_optimizer
 from nashcli.engine.precision import load_grad_scaler_state
 from nashcli.engine.counters import RunCounters
 from nashcli.engine.rng import restore_rng_state
@@ -63,7 +63,11 @@ def edit_state(checkpoint_dir: Path, change) -> None:
 
 
 def optimizer_state(state: dict) -> dict:
-    return state["optimizer"]["state"]
+    return state["optimizer"]["adamw"]["state"]
+
+
+def optimizer_groups(state: dict) -> list:
+    return state["optimizer"]["adamw"]["param_groups"]
 
 
 def rng_state(state: dict) -> dict:
@@ -81,7 +85,7 @@ class ResumeParts:
 
     def load_state(self, state: dict) -> None:
         """What the trainer does with a loaded state.pt, through the same checks."""
-        load_optimizer_state(self.optimizer, state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
         RunCounters().load_state_dict(state["progress"])
         self.batches.load_state_dict(state["ranks"][0]["data"])
         restore_rng_state(state["ranks"][0]["rng"])
@@ -110,11 +114,11 @@ PART_CASES = {
     "step-vector": (lambda s: optimizer_state(s)[0].update(step=torch.zeros(3)), "step of parameter 0 is a torch"),
     "unknown-parameter": (lambda s: optimizer_state(s).update({999: optimizer_state(s)[0]}), "parameter 999, which"),
     "missing-buffer": (lambda s: optimizer_state(s)[2].pop("exp_avg"), "parameter 2 has state ['exp_avg_sq', 'step']"),
-    "group-count": (lambda s: s["optimizer"]["param_groups"].pop(), "1 parameter groups where the optimizer has 2"),
+    "group-count": (lambda s: optimizer_groups(s).pop(), "1 parameter groups where the optimizer has 2"),
     "group-params": (
-        lambda s: s["optimizer"]["param_groups"][0]["params"].reverse(), "group 0: it lists other parameters"
+        lambda s: optimizer_groups(s)[0]["params"].reverse(), "group 0: it lists other parameters"
     ),
-    "group-betas": (lambda s: s["optimizer"]["param_groups"][0].update(betas="x"), "betas is a str of another kind"),
+    "group-betas": (lambda s: optimizer_groups(s)[0].update(betas="x"), "betas is a str of another kind"),
     "progress-keys": (lambda s: s["progress"].pop("tokens"), "the run counters are damaged"),
     "progress-step": (lambda s: s["progress"].update(step=-1), "step and tokens must be integers >= 0"),
     "rng-python": (
