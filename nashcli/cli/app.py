@@ -46,7 +46,7 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
 app = typer.Typer(
     name="nash",
     cls=_OneLineUsageErrors,
-    help="From raw text to a trained GPT-2-style language model: prepare, train, eval, generate, plot, compare.",
+    help="From raw text to a trained GPT-2-style language model: prepare, train, eval, generate, chat, plot, compare.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -132,13 +132,14 @@ def _render_user_errors(command: Callable) -> Callable:
 
 def _register_commands() -> None:
     # Imported here so that `nash --help` pays only for the modules, not for torch.
-    from nashcli.cli import compare, evaluate, export, generate, plot, prepare, train
+    from nashcli.cli import chat, compare, evaluate, export, generate, plot, prepare, train
 
     commands: dict[str, Callable] = {
         "prepare": prepare.command,
         "train": train.command,
         "eval": evaluate.command,
         "generate": generate.command,
+        "chat": chat.command,
         "plot": plot.command,
         "compare": compare.command,
         "export": export.command,

@@ -7,35 +7,37 @@ headers and the timing line go to stderr.
 import codecs
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from nashcli.cli.console import err_console
+from nashcli.cli.sampling_options import (
+    CheckpointOption,
+    DeviceOption,
+    SeedOption,
+    SourceArgument,
+    TemperatureOption,
+    TopKOption,
+    TopPOption,
+)
 from nashcli.errors import NashError
 
 
 def command(
-    source: Annotated[str, typer.Argument(help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID.")],
+    source: SourceArgument,
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue; '-' reads it from stdin.")] = "\n",
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="New tokens per sample.")] = 200,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 is greedy decoding.")] = 0.8,
-    top_k: Annotated[
-        Optional[int], typer.Option("--top-k", min=1, help="Sample only from the k likeliest tokens.")
-    ] = None,
-    top_p: Annotated[
-        Optional[float],
-        typer.Option(
-            "--top-p", min=0.0, max=1.0, help="Sample from the smallest set of tokens whose probability reaches p."
-        ),
-    ] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Makes sampling reproducible.")] = None,
+    temperature: TemperatureOption = 0.8,
+    top_k: TopKOption = None,
+    top_p: TopPOption = None,
+    seed: SeedOption = None,
     num_samples: Annotated[int, typer.Option("--num-samples", min=1, help="How many samples to write.")] = 1,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of a run: best or last.")] = "best",
+    checkpoint: CheckpointOption = "best",
     stop_at_eot: Annotated[
         bool, typer.Option("--stop-at-eot/--no-stop-at-eot", help="Stop a sample at <|endoftext|>.")
     ] = True,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Generate text with the KV cache, streaming tokens as they come.
 
@@ -44,11 +46,9 @@ def command(
 
     Example: nash generate runs/demo --prompt "ROMEO:" --max-tokens 100 --seed 0
     """
-    import torch
-
     from nashcli.data.tokenizer import get_tokenizer
     from nashcli.engine.loading import load_model
-    from nashcli.model.sampling import generate_tokens
+    from nashcli.model.sampling import generate_tokens, seeded_generator
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -57,11 +57,7 @@ def command(
     if not prompt_ids:
         raise NashError("the prompt is empty: pass --prompt TEXT (or --prompt - to read stdin)")
     model, _ = load_model(source, checkpoint=checkpoint, device=device)
-    generator = torch.Generator(device=next(model.parameters()).device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
+    generator = seeded_generator(model, seed)
 
     produced, started = 0, time.perf_counter()
     for sample_index in range(num_samples):

@@ -10,8 +10,9 @@ or the chat form
                   {"role": "user", "content": "Capital of France?"},
                   {"role": "assistant", "content": "Paris."}]}
 
-Chat template. Roles are system, user and assistant; each message is rendered as a plain-text
-marker line followed by its content and a newline, and the prompt ends with the assistant marker:
+Chat template: the one in nashcli/data/chat_format.py, which `nash chat` talks in too. Roles are
+system, user and assistant; each message is rendered as a plain-text marker line followed by its
+content and a newline, and the prompt ends with the assistant marker:
 
     <|system|>\\nYou are terse.\\n<|user|>\\nCapital of France?\\n<|assistant|>\\n
 
@@ -35,22 +36,16 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from nashcli.data.chat_format import CHAT_ROLES, answer_end_token, render_chat_prompt
 from nashcli.data.order import RankBatchOrder
 from nashcli.data.text_files import read_jsonl_records
 from nashcli.data.tokenizer import Tokenizer
 from nashcli.errors import NashError
 from nashcli.model.loss import IGNORE_INDEX
 
-CHAT_ROLES = ("system", "user", "assistant")
 # A longer example line is refused: tokenizing one line takes ~50x its size in memory, and 16 MiB is
 # already ~30x the ordinary text that fits the longest context (131,072 tokens).
 SFT_LINE_MAX_BYTES = 16 << 20
-
-
-def render_chat_prompt(messages: list[dict]) -> str:
-    """The prompt text for all messages but the last (the completion), ending with the assistant marker."""
-    turns = "".join(f"<|{message['role']}|>\n{message['content']}\n" for message in messages[:-1])
-    return turns + "<|assistant|>\n"
 
 
 @dataclass
@@ -89,7 +84,7 @@ def load_sft_examples(path: Path, tokenizer: Tokenizer, max_seq_len: int) -> tup
     prompt_ids_list = tokenizer.encode_batch(prompts)
     completion_ids_list = tokenizer.encode_batch(completions)
     for line, prompt_ids, completion_ids in zip(lines, prompt_ids_list, completion_ids_list):
-        completion_ids = completion_ids + [tokenizer.eot_token]
+        completion_ids = completion_ids + [answer_end_token(tokenizer)]
         # Nothing to learn: the completion leaves no room for a prompt, or there is no target at all.
         if len(completion_ids) >= window or len(prompt_ids) + len(completion_ids) < 2:
             stats.skipped += 1

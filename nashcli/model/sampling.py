@@ -76,6 +76,72 @@ def generate_tokens(
         model.train(was_training)
 
 
+def continue_tokens(
+    model: GPT,
+    cache: KVCache,
+    new_ids: list[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+    stop_token: Optional[int] = None,
+) -> Iterator[int]:
+    """Yield up to `max_new_tokens` new token ids continuing the tokens `cache` holds, then `new_ids`.
+
+    For callers that keep one cache across calls, as `nash chat` does from turn to turn: `new_ids`
+    go through the model in one forward pass on top of what the cache holds, then each chosen token
+    in turn. The cache is extended in place; afterwards (or when the caller stops early by closing
+    the generator) it holds its earlier tokens, `new_ids`, and every yielded token but the last:
+    the token that ends generation (`stop_token`, never yielded, or the last one allowed) is chosen
+    but not fed, as nothing follows it yet. `cache.length` says exactly how many tokens it holds.
+
+    Tokens are chosen as in `generate_tokens`, with the same options: from an empty cache this
+    yields what `generate_tokens(model, new_ids, ...)` yields while its window does not slide. The
+    window never slides here: the caller keeps cache.length + len(new_ids) + max_new_tokens - 1
+    within max_seq_len (ValueError otherwise), dropping old context and rebuilding the cache itself.
+
+    Example:
+        cache = model.new_kv_cache(batch_size=1)
+        answer = list(continue_tokens(model, cache, prompt_ids, 50, temperature=0, stop_token=50256))
+    """
+    if not new_ids:
+        raise ValueError("new_ids is empty: the model needs at least one new token to continue from")
+    needed = cache.length + len(new_ids) + max(max_new_tokens - 1, 0)
+    if needed > model.config.max_seq_len:
+        raise ValueError(
+            f"{needed} positions exceed the context length {model.config.max_seq_len}: "
+            "continue_tokens does not slide the window, callers must drop old context"
+        )
+    if max_new_tokens <= 0:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        logits = _next_token_logits(model, list(new_ids), cache)
+        for produced in range(1, max_new_tokens + 1):
+            token = _choose_token(logits, temperature, top_k, top_p, generator)
+            if token == stop_token:
+                return
+            yield token
+            if produced == max_new_tokens:
+                return
+            logits = _next_token_logits(model, [token], cache)
+    finally:
+        model.train(was_training)
+
+
+def seeded_generator(model: GPT, seed: Optional[int]) -> torch.Generator:
+    """A random generator on the model's device for sampling: seeded with `seed` (reproducible
+    samples), or from the operating system's entropy when `seed` is None."""
+    generator = torch.Generator(device=model.head_weight.device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
 # Grad mode is set per call, never held across a `yield`: a generator suspended inside
 # `with torch.no_grad()` would leave gradients off in the caller's code between tokens.
 @torch.inference_mode()

@@ -134,3 +134,22 @@ def test_split_holds_out_a_seeded_fraction(tmp_path):
     assert [e.line for e in split_sft_examples(examples, 0.1, seed=0)[1]] == [e.line for e in val]
     with pytest.raises(NashError, match="set data.sft_val_file"):
         split_sft_examples(examples[:1], 0.1, seed=0)
+
+
+def test_a_multi_turn_example_is_rendered_in_the_chat_format_that_nash_chat_uses(tmp_path):
+    from nashcli.data import chat_format
+
+    tokenizer = get_tokenizer()
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
+    path = write_examples(tmp_path / "chat.jsonl", [{"messages": messages}])
+    (example,), _ = load_sft_examples(path, tokenizer, max_seq_len=128)
+    prompt = "<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello.\n<|user|>\nCapital of France?\n<|assistant|>\n"
+    assert chat_format.render_prompt(messages[:-1]) == prompt
+    assert example.tokens.tolist() == tokenizer.encode(prompt) + tokenizer.encode("Paris.") + [50256]
+    assert chat_format.answer_end_token(tokenizer) == 50256
