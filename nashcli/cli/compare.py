@@ -9,7 +9,7 @@ import typer
 from nashcli.cli.console import console, make_table
 from nashcli.cli.figure_options import LogYOption, MetricsOption, RunsDirOption, XAxisOption
 from nashcli.errors import NashError
-from nashcli.runs.compare import RESULT_FIELDS, Comparison, compare_runs
+from nashcli.runs.compare import Comparison, compare_runs
 from nashcli.runs.layout import RunLayout
 
 BEST_STYLE = "bold green"
@@ -47,13 +47,12 @@ def command(
 def results_table(comparison: Comparison):
     """One line per result, one column per run; the best run's value of each result is highlighted."""
     columns = ["result", *(result.name for result in comparison.results)]
-    rows = [
-        [field.header, *(getattr(result, field.attribute) for result in comparison.results)] for field in RESULT_FIELDS
-    ]
+    result_fields = comparison.result_fields  # RESULT_FIELDS, then the runs' task metrics
+    rows = [[field.header, *(result.value(field.attribute) for result in comparison.results)] for field in result_fields]
     # Column 0 holds the result's name, so run i is table column i + 1.
     highlight = {
         (row, run + 1): BEST_STYLE
-        for row, field in enumerate(RESULT_FIELDS)
+        for row, field in enumerate(result_fields)
         for run in comparison.best_runs.get(field.attribute, ())
     }
     return make_table("results (best value of each line highlighted)", columns, rows, highlight)

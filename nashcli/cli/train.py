@@ -1,4 +1,4 @@
-"""`nash train`: resolve the config, then hand it to the engine."""
+"""`nash train`: resolve the config, then hand it to the engine (one process, or --devices N)."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
-from nashcli.cli.console import console, make_table
+from nashcli.cli.console import console, err_console, make_table, print_error
 from nashcli.config import NashConfig, override_config, resolve_config
 from nashcli.engine.stop import interrupted_exit_code
 from nashcli.errors import NashError
@@ -37,6 +37,24 @@ def command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run folder of the same name.")
     ] = False,
+    devices: Annotated[
+        Optional[str],
+        typer.Option(
+            "--devices",
+            help="Training processes on this machine (DDP): N, or auto (every GPU; 1 process on a CPU). "
+            "The global batch is N times train.batch_size x train.grad_accum_steps.",
+        ),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Machines taking part, each running this command with its --node-rank.")
+    ] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's rank among --nodes: 0 to nodes-1.")] = 0,
+    master_addr: Annotated[
+        Optional[str], typer.Option("--master-addr", help="With --nodes: the address of node 0, reachable from all.")
+    ] = None,
+    master_port: Annotated[
+        Optional[int], typer.Option("--master-port", help="With --nodes: a free TCP port on node 0 (default 29500).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved config and parameter count, then exit.")
     ] = False,
@@ -46,7 +64,10 @@ def command(
 ) -> None:
     """Pretrain or fine-tune a GPT.
 
-    Runs under torchrun too (DDP): torchrun --nproc_per_node=2 -m nashcli train --preset small.
+    Several GPUs (or CPU processes): nash train --devices 4 --preset gpt2-124m. Several machines: the
+    same command on each, with --nodes 2 --node-rank 0|1 --master-addr NODE0_HOST. torchrun works
+    too: torchrun --nproc_per_node=2 -m nashcli train --set name=NAME (torchrun takes --run for its
+    own --run-path: name the run with --set name=).
     Ctrl-C saves a checkpoint and stops; --resume continues exactly where it stopped.
 
     Example: nash train --preset small --set train.lr=1e-4 --set model.dropout=0
@@ -66,33 +87,51 @@ def command(
         config = override_config(base, overrides, source=str(resume_point.checkpoint_dir))
     else:
         config = resolve_config(preset, overrides, options)
+    plan = None
+    if devices is not None or nodes > 1:
+        from nashcli.engine.launch import plan_processes
+
+        plan = plan_processes(devices or "auto", config.train.device, nodes, node_rank, master_addr, master_port)
     if dry_run:
-        print_resolved_config(config)
+        print_resolved_config(config, plan.world_size if plan else 1)
         return
     from nashcli.cli.training_display import TrainingDisplay
-    from nashcli.engine.trainer import train
 
     display = TrainingDisplay(quiet=quiet, log_interval=config.metrics.log_interval)
     try:
-        summary = train(config, resume=resume_point, reporter=display, overwrite=overwrite, name_prefix=preset)
+        if plan is not None and plan.world_size > 1:
+            summary = _launch(config, resume_point, overwrite, preset, plan, display)
+        else:
+            from nashcli.engine.trainer import train
+
+            summary = train(config, resume=resume_point, reporter=display, overwrite=overwrite, name_prefix=preset)
     finally:
         display.close()
-    if summary.interrupted:
+    if summary is not None and summary.interrupted:
         # Not 0: `nash train ... && nash eval ...` and schedulers must not take a stopped run for a finished one.
         raise typer.Exit(code=interrupted_exit_code(summary.stop_signal))
 
 
-def print_resolved_config(config: NashConfig) -> None:
+def _launch(config, resume_point, overwrite, preset, plan, display):
+    """Train in plan.world_size processes; a crash of one is one line (after its own traceback, if it had one)."""
+    from nashcli.engine.launch import TrainingJob, TrainingProcessFailed, launch_training
+
+    job = TrainingJob(config, resume=resume_point, overwrite=overwrite, name_prefix=preset)
+    try:
+        return launch_training(job, plan, display)
+    except TrainingProcessFailed as failed:
+        display.close()
+        if failed.traceback_text:
+            err_console.print(failed.traceback_text.rstrip(), markup=False, highlight=False)
+        print_error(str(failed))
+        raise typer.Exit(code=failed.exit_code) from None
+
+
+def print_resolved_config(config: NashConfig, processes: int = 1) -> None:
     from nashcli.model.gpt import count_parameters
 
     console.print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
-    console.print(
-        make_table(
-            None,
-            ["", "value"],
-            [
-                ["parameters", count_parameters(config.model)],
-                ["tokens per step (one process)", config.tokens_per_step],
-            ],
-        )
-    )
+    rows = [["parameters", count_parameters(config.model)], ["tokens per step (one process)", config.tokens_per_step]]
+    if processes > 1:
+        rows.append([f"tokens per step ({processes} processes)", config.tokens_per_step * processes])
+    console.print(make_table(None, ["", "value"], rows))

@@ -100,9 +100,10 @@ class TrainingDisplay:
         if self.quiet:
             return
         best = "  [bold green]best[/]" if metrics.is_best else ""
+        tasks = "".join(f"  {name} {value:.1%}" for name, value in metrics.task_metrics.items())
         self._print(
-            f"eval step {metrics.step}: val loss [bold]{metrics.val_loss:.4f}[/]  "
-            f"perplexity {format_value(metrics.val_perplexity)}  accuracy {metrics.val_accuracy:.1%}{best}"
+            f"eval step {metrics.step}: val loss [bold]{metrics.val_loss:.4f}[/]  bpb {metrics.val_bpb:.4f}  "
+            f"perplexity {format_value(metrics.val_perplexity)}  accuracy {metrics.val_accuracy:.1%}{tasks}{best}"
         )
 
     def on_checkpoint(self, path: Path) -> None:

@@ -7,7 +7,9 @@ Defaults follow GPT-2 124M. Validators check and never silently change a value.
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nashcli.tasks.registry import check_task_name
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 WandbMode = Literal["disabled", "offline", "online"]
@@ -209,6 +211,20 @@ class TrainConfig(StrictModel):
                 f"train.warmup_steps ({self.warmup_steps}) must not exceed train.max_steps ({self.max_steps})"
             )
         return self
+
+    @field_validator("eval_tasks")
+    @classmethod
+    def _eval_tasks_are_known(cls, specs: list[str]) -> list[str]:
+        prefixes: dict[str, str] = {}
+        for spec in specs:
+            prefix = check_task_name(spec)  # ValueError naming the known tasks; reads no file
+            if prefix in prefixes:
+                raise ValueError(
+                    f"{prefixes[prefix]!r} and {spec!r} would both log {prefix}_* metrics: list each task once "
+                    "(rename one of the files)"
+                )
+            prefixes[prefix] = spec
+        return specs
 
     @model_validator(mode="after")
     def _optimizer_fits_the_strategy(self) -> "TrainConfig":

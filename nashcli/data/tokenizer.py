@@ -58,3 +58,17 @@ def get_tokenizer() -> Tokenizer:
         explicit_n_vocab=len(ranks) + 1,
     )
     return Tokenizer(encoding)
+
+
+@functools.lru_cache(maxsize=1)
+def token_byte_lengths() -> tuple[int, ...]:
+    """The UTF-8 length in bytes of every GPT-2 token id's text (for bits per byte).
+
+    Decoding joins tokens' bytes, so the bytes of a sequence's text are the sum over its tokens; a
+    token may hold part of a character. `<|endoftext|>` counts as its 13 characters of text.
+
+    >>> token_byte_lengths()[15496]  # "Hello"
+    5
+    """
+    encoding = get_tokenizer().encoding
+    return tuple(len(encoding.decode_single_token_bytes(token)) for token in range(encoding.n_vocab))

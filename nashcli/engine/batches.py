@@ -3,6 +3,9 @@
 Both kinds implement `Batches`, so the training loop and `nash eval` do not know which one they run.
 """
 
+import copy
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Protocol, runtime_checkable
 
@@ -45,12 +48,96 @@ class RunBatches:
 
 
 def build_batches(config: NashConfig, context: DistributedContext) -> RunBatches:
-    """Train and validation batches for this process (each rank reads its own part)."""
+    """Train and validation batches for this process (each rank reads its own part). On a GPU the
+    training batches are built ahead, on a thread, in pinned memory (PrefetchedBatches)."""
     if config.is_sft:
-        return _sft_batches(config, context)
-    train = _pretrain_split(config, context, "train")
-    val = _pretrain_split(config, context, "val")
-    return RunBatches(train, val, f"{config.data.dataset} ({train.num_tokens:,} train tokens)")
+        batches = _sft_batches(config, context)
+    else:
+        train = _pretrain_split(config, context, "train")
+        val = _pretrain_split(config, context, "val")
+        batches = RunBatches(train, val, f"{config.data.dataset} ({train.num_tokens:,} train tokens)")
+    if context.device.type == "cuda":
+        # Two steps' worth: the next step's micro-batches are ready while the GPU runs this one.
+        batches.train = PrefetchedBatches(batches.train, depth=2 * config.train.grad_accum_steps, pin_memory=True)
+    return batches
+
+
+class PrefetchedBatches:
+    """`source`'s training batches, built `depth` ahead on a background thread (and, for a GPU, in
+    pinned memory, from which `.to(device, non_blocking=True)` is an asynchronous copy), so that the
+    GPU does not wait while the host cuts the next batches from the shards.
+
+    The same batches in the same order as `source`, and its errors, raised by the next_batch() call
+    that reaches them. state_dict() is the position after the batches handed out, not after those
+    built ahead, so a checkpoint resumes exactly. Implements `Batches`.
+    """
+
+    def __init__(self, source: Batches, depth: int = 2, pin_memory: bool = False):
+        self.source, self.depth, self.pin_memory = source, max(1, depth), pin_memory
+        self._queue: Optional[queue.Queue] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._position: Optional[dict] = None  # source's state after the last batch handed out
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._thread is None:
+            self._start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        batch, self._position = item
+        return batch
+
+    def eval_batches(self, num_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.source.eval_batches(num_batches)  # fixed batches, independent of the position
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy(self._position) if self._position is not None else self.source.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.close()  # the batches built ahead belong to the old position
+        self.source.load_state_dict(state)
+        self._position = None
+
+    def close(self) -> None:
+        """Stop building ahead (the thread also ends by itself with the program)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread, self._queue = None, None
+            self._stop = threading.Event()
+
+    def _start(self) -> None:
+        self._position = self.source.state_dict()
+        self._queue = queue.Queue(maxsize=self.depth)
+        self._thread = threading.Thread(
+            target=self._build_ahead, args=(self._queue, self._stop), name="nash-batches", daemon=True
+        )
+        self._thread.start()
+
+    def _build_ahead(self, ready: queue.Queue, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                inputs, targets = self.source.next_batch()
+                if self.pin_memory:
+                    inputs, targets = inputs.pin_memory(), targets.pin_memory()
+                item = ((inputs, targets), copy.deepcopy(self.source.state_dict()))
+                if not _put_unless_stopped(ready, item, stop):
+                    return
+        except BaseException as error:  # handed to the consumer, raised where it asks for the batch
+            _put_unless_stopped(ready, error, stop)
+
+
+def _put_unless_stopped(ready: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put `item` once there is room; False if `stop` was set (or the program is ending) first."""
+    while not stop.is_set() and threading.main_thread().is_alive():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def build_split_batches(config: NashConfig, context: DistributedContext, split: str) -> tuple[Batches, str]:

@@ -42,19 +42,25 @@ CONTENT_SHA256_KEY = "content_sha256"  # checkpoint.json's own checksum, over th
 
 
 def save_checkpoint(
-    checkpoints_dir: Path, names: Sequence[str], model: nn.Module, training_state: dict, meta: dict
+    checkpoints_dir: Path,
+    names: Sequence[str],
+    weights: "nn.Module | dict[str, torch.Tensor]",
+    training_state: dict,
+    meta: dict,
 ) -> Path:
     """Write one checkpoint under every name in `names` (the first is written, the others are hard
     links to its files, so `last` and `best` at the same step cost one write). Returns the first.
 
+    `weights` is the model, or its full state dict (an FSDP model's, gathered to rank 0).
     `training_state` has the parts of checkpoint_reading.TRAINING_STATE_PARTS. A model or state holding NaN or
     infinite values is refused before anything is written: `last` must stay a state training can
     continue from. A failed write (disk full) removes its partial folder and raises its OSError.
     """
-    _refuse_non_finite(names, model, training_state)
+    model_state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    _refuse_non_finite(names, model_state, training_state)
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     first = checkpoints_dir / names[0]
-    _write_beside_and_swap(first, lambda folder: _write_checkpoint_files(folder, model, training_state, meta))
+    _write_beside_and_swap(first, lambda folder: _write_checkpoint_files(folder, model_state, training_state, meta))
     for name in names[1:]:
         _write_beside_and_swap(checkpoints_dir / name, lambda folder: _link_files(first, folder))
     return first
@@ -92,8 +98,8 @@ def content_sha256(meta: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _refuse_non_finite(names: Sequence[str], model: nn.Module, training_state: dict) -> None:
-    where = _first_non_finite(model.state_dict(), "model") or _first_non_finite(training_state, "state")
+def _refuse_non_finite(names: Sequence[str], model_state: dict, training_state: dict) -> None:
+    where = _first_non_finite(model_state, "model") or _first_non_finite(training_state, "state")
     if where is not None:
         raise NashError(
             f"not saving checkpoint {', '.join(names)}: {where} holds NaN or infinite values, so the previous "
@@ -135,8 +141,8 @@ def _write_beside_and_swap(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _write_checkpoint_files(folder: Path, model: nn.Module, training_state: dict, meta: dict) -> None:
-    tensors, aliases = unique_tensors(model.state_dict())
+def _write_checkpoint_files(folder: Path, model_state: dict, training_state: dict, meta: dict) -> None:
+    tensors, aliases = unique_tensors(model_state)
     save_safetensors(tensors, folder / MODEL_FILE, metadata={"format": "nash", "aliases": json.dumps(aliases)})
     _torch_save(training_state, folder / STATE_FILE)
     files = {

@@ -81,9 +81,16 @@ def load_model_weights(model: nn.Module, checkpoint_dir: Path) -> None:
     """Load model.safetensors into `model`, re-tying shared tensors. The file's checksum, and every
     key, dtype and shape in it (aliases included), are checked against `model` before any tensor
     is loaded."""
+    expected = {key: TensorSpec.of(tensor) for key, tensor in model.state_dict().items()}
+    model.load_state_dict(read_model_weights(checkpoint_dir, expected))
+
+
+def read_model_weights(checkpoint_dir: Path, expected: dict[str, TensorSpec]) -> dict[str, torch.Tensor]:
+    """model.safetensors as {key: CPU tensor}, an alias as the very tensor of its key, once the file's
+    checksum and every key, dtype and shape (aliases included) are checked against `expected` (the
+    model's state_dict specs; a sharded model's give the full shapes)."""
     path = checkpoint_dir / MODEL_FILE
     _verify_recorded_file(checkpoint_dir, MODEL_FILE)
-    expected = {key: TensorSpec.of(tensor) for key, tensor in model.state_dict().items()}
     with read_safetensors(path, DAMAGED_FIX) as stored:
         aliases = _checked_aliases(stored.metadata, stored.specs, path)
         found = {**stored.specs, **{alias: stored.specs[key] for alias, key in aliases.items()}}
@@ -91,7 +98,7 @@ def load_model_weights(model: nn.Module, checkpoint_dir: Path) -> None:
         tensors = {key: stored.load(key) for key in stored.specs}
     for alias, key in aliases.items():
         tensors[alias] = tensors[key]
-    model.load_state_dict(tensors)
+    return tensors
 
 
 def load_training_state(checkpoint_dir: Path) -> dict:

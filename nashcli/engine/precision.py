@@ -14,12 +14,18 @@ from nashcli.value_checks import is_finite_number, is_int
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Dense tensor-core peaks (FLOP/s) of known GPUs for bf16/fp16, from the vendors' data sheets
-# (without sparsity). Matched by substring of torch.cuda.get_device_name(); other GPUs are measured.
+# (without sparsity). Matched by substring of torch.cuda.get_device_name(), first match wins: the
+# specific names (NVL, PCIe) before the family. Other GPUs are measured.
 KNOWN_GPU_PEAK_FLOPS = {
+    "GB200": 2500e12,
+    "B200": 2250e12,
+    "H200 NVL": 835e12,
     "H200": 989e12,
     "H100 NVL": 835e12,
     "H100 PCIe": 756e12,
     "H100": 989e12,
+    "H800 PCIe": 756e12,
+    "H800": 989e12,
     "A100": 312e12,
     "A10G": 125e12,
     "L40S": 362e12,
@@ -60,6 +66,12 @@ def cpu_has_bf16_matrix_units() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
+def cuda_has_bf16_units() -> bool:
+    """True on GPUs that run bf16 natively (Ampere and later). Older ones (V100, T4) accept bf16 only
+    by emulation, far slower than fp32: torch.cuda.is_bf16_supported() counts those too by default."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_precision(requested: str, device: torch.device) -> Precision:
     """The precision to use for `train.precision` on `device`.
 
@@ -68,12 +80,12 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     """
     device_type = device.type
     if requested == "auto":
-        if device_type == "cuda" and torch.cuda.is_bf16_supported():
+        if device_type == "cuda" and cuda_has_bf16_units():
             return Precision("bf16", device_type)
         if device_type == "cpu" and cpu_has_bf16_matrix_units():
             return Precision("bf16", device_type)
         return Precision("fp32", device_type)
-    if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+    if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=True):
         raise NashError(
             f"train.precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: "
             "use --set train.precision=fp16 (or auto)"
@@ -91,6 +103,11 @@ def precision_notes(precision: Precision) -> list[str]:
         return [
             "bf16 on this CPU is very slow (no AVX512-BF16 or AMX units): prefer --set train.precision=auto "
             "(fp32 here)"
+        ]
+    bf16_on_gpu = precision.name == "bf16" and precision.device_type == "cuda" and torch.cuda.is_available()
+    if bf16_on_gpu and not cuda_has_bf16_units():
+        return [
+            "bf16 on this GPU is emulated (no bf16 tensor cores), slower than fp32: prefer --set train.precision=fp16"
         ]
     return []
 

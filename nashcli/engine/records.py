@@ -63,11 +63,15 @@ class EvalRecord:
     """After an evaluation on the validation batches."""
 
     step: int
-    val_loss: float
+    val_loss: float  # mean nats per target token
+    val_bpb: float  # bits per UTF-8 byte of the targets' text: val_loss * val_tokens / (ln 2 * val_bytes)
     val_perplexity: float
     val_accuracy: float
     val_tokens: int
+    val_bytes: int
     is_best: bool  # the lowest val_loss of the run so far
+    # train.eval_tasks' metrics under task-prefixed names, e.g. {"hellaswag_acc": .., "hellaswag_acc_norm": ..}
+    task_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

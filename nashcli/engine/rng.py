@@ -38,7 +38,9 @@ def capture_rng_state() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's own GPU only (the current device, which setup_distributed selects): a resume
+        # may see fewer or more GPUs, and the other GPUs belong to other processes.
+        state["cuda_device"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -50,8 +52,9 @@ def restore_rng_state(state: dict) -> None:
         raise NashError(f"the random number generator state is damaged: {problem}")
     try:  # first: torch checks the values of its states itself
         torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        own_cuda_state = _own_cuda_state(state)
+        if own_cuda_state is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(own_cuda_state)  # the current device
     except RuntimeError as error:
         raise NashError(f"the random number generator state is damaged: torch refused it ({error})") from None
     python_state = tuple(int(value) for value in state["python_state"].tolist())
@@ -82,7 +85,21 @@ def _rng_state_problem(state: object) -> Optional[str]:
     cuda = state.get("cuda", [])
     if not isinstance(cuda, list) or not all(_is_bytes(device_state) for device_state in cuda):
         return "cuda is not a list of byte tensors"
+    if "cuda_device" in state and not _is_bytes(state["cuda_device"]):
+        return "cuda_device is not a byte tensor"
     return None
+
+
+def _own_cuda_state(state: dict) -> Optional[torch.Tensor]:
+    """The saved CUDA generator of this process's device. Earlier checkpoints saved every visible
+    GPU's, as the list `cuda`: from those, the current device's entry, if there is one."""
+    if "cuda_device" in state:
+        return state["cuda_device"]
+    every_gpu = state.get("cuda", [])
+    if not every_gpu or not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device()
+    return every_gpu[index] if index < len(every_gpu) else None
 
 
 def _is_words(value: object, count: int) -> bool:

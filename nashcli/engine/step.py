@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nashcli.engine.distributed import DistributedContext, all_reduce_sum, gradient_sync
+from nashcli.engine.distributed import DistributedContext, all_reduce_sum
+from nashcli.engine.fsdp import gradient_sync
 from nashcli.engine.precision import Precision
 from nashcli.model.loss import IGNORE_INDEX
 
@@ -36,9 +37,10 @@ def forward_backward(
 ) -> StepTotals:
     """Accumulate into `.grad` the gradient of the step's mean loss over its target tokens.
 
-    `micro_batches` must already be on the device. Under DDP, gradients are all-reduced only on the
-    last micro-batch (no_sync before), and DDP averages them over processes, so each process scales
-    its loss by world_size / global count to make that average the global mean.
+    `micro_batches` must already be on the device. Under DDP (FSDP), gradients are all-reduced
+    (reduce-scattered) only in the last micro-batch's backward, and both average them over
+    processes, so each process scales its loss by world_size / global count to make that average the
+    global mean.
     """
     counts = torch.stack(
         [

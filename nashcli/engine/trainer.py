@@ -13,11 +13,13 @@ from nashcli.engine import distributed as dist_ops
 from nashcli.engine.allocator import keep_freed_memory
 from nashcli.engine.batches import build_batches
 from nashcli.engine.checkpoint import STATE_FILE, checkpoint_names, prune_step_checkpoints, save_checkpoint
-from nashcli.engine.checkpoint_reading import load_model_weights, load_training_state
+from nashcli.engine.checkpoint_reading import load_training_state
 from nashcli.engine.compile import compile_model, eager_fallback
 from nashcli.engine.counters import RunCounters, SessionClock, peak_memory_mb
 from nashcli.engine.distributed import DistributedContext, setup_distributed, teardown_distributed
-from nashcli.engine.evaluate import evaluate
+from nashcli.engine.evaluate import evaluate, load_eval_tasks, process_summer, run_eval_tasks
+from nashcli.engine.fsdp import accept_full_optimizer_state, check_fsdp_run, gathered_model_state
+from nashcli.engine.fsdp import gathered_optimizer_state, load_weights, shard_model, strategy_notes, uses_fsdp
 from nashcli.engine.optim import build_optimizer, set_learning_rate
 from nashcli.engine.locate import ResumePoint
 from nashcli.engine.precision import load_grad_scaler_state, make_grad_scaler, peak_flops, precision_notes
@@ -83,16 +85,28 @@ class Trainer:
         if opened.weights is not None:
             opened.weights.load_into(self.model)
         self.model.to(context.device)
+        if uses_fsdp(train_config.strategy, context):
+            check_fsdp_run(train_config)
+            shard_model(self.model, context, self.precision)  # in place: the optimizer must hold the shards
         self.optimizer = build_optimizer(self.model, train_config, context.device)
+        accept_full_optimizer_state(self.optimizer)  # a checkpoint's full state, sharded like the parameters
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # a resume overwrites them
         self.grad_scaler = make_grad_scaler(self.precision)
         self.batches = build_batches(self.config, context)
+        self.eval_tasks = load_eval_tasks(self.config, context)  # a task that cannot load fails the run now
         self.counters = RunCounters()
         seed_everything(train_config.seed + context.rank)  # dropout differs between processes
         if opened.resume_dir is not None:
             self._load_state(opened.resume_dir)  # last: it restores the RNG states too
-        self.compiled = compile_model(self.model) if train_config.compile else self.model
-        self.train_model = dist_ops.wrap_model(self.compiled, context)
+        # DDP first, then compile: compiled DDP splits the graph at its gradient buckets, so the
+        # all-reduce overlaps the backward (DDP around a compiled model waits for all of it).
+        wrapped = dist_ops.wrap_model(self.model, context)
+        self.train_model = compile_model(wrapped) if train_config.compile else wrapped
+        # Evaluation runs the model without DDP's hooks: the same compiled module when nothing wraps it.
+        if wrapped is self.model:
+            self.compiled = self.train_model
+        else:
+            self.compiled = compile_model(self.model) if train_config.compile else self.model
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.max_seq_len)
         self.peak_flops = peak_flops(context.device, self.precision) * context.world_size
         self.session: SessionClock  # started by run()
@@ -188,32 +202,36 @@ class Trainer:
             self.batches.val.eval_batches(self.config.train.eval_batches),
             device=self.context.device,
             autocast=self.precision.autocast,
-            sum_across_processes=lambda sums: dist_ops.all_reduce_sum(sums, self.context),
+            sum_across_processes=process_summer(self.context),
         )
+        task_metrics = run_eval_tasks(self.model, self.eval_tasks, self.context, self.precision.autocast)
         is_best = results["val_loss"] < counters.best_val_loss
         counters.best_val_loss = min(counters.best_val_loss, results["val_loss"])
         counters.last_val_loss = results["val_loss"]
         elapsed_s = self.session.elapsed(counters.elapsed_s)
-        metrics.log({"tokens": counters.tokens, "elapsed_s": elapsed_s, **results}, counters.step)
-        self.reporter.on_eval(EvalRecord(step=counters.step, **results, is_best=is_best))
+        metrics.log({"tokens": counters.tokens, "elapsed_s": elapsed_s, **results, **task_metrics}, counters.step)
+        self.reporter.on_eval(EvalRecord(step=counters.step, **results, task_metrics=task_metrics, is_best=is_best))
         return is_best
 
     def _save(self, names: list[str]) -> None:
         # Every process contributes its own RNG and data position; rank 0 writes them all.
         own = {"rng": capture_rng_state(), "data": self.batches.train.state_dict()}
         per_rank = dist_ops.gather_objects(own, self.context)
+        # Under FSDP every process takes part in gathering the full weights and optimizer state to rank 0.
+        model_state = gathered_model_state(self.model, self.context)
+        optimizer_state = gathered_optimizer_state(self.optimizer, self.context)
         if not self.context.is_main:
             return
         counters = {**self.counters.state_dict(), "elapsed_s": self.session.elapsed(self.counters.elapsed_s)}
         state = {
             "progress": counters,  # the key of format 1 checkpoints
             "world_size": self.context.world_size,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "grad_scaler": self.grad_scaler.state_dict(),
             "ranks": per_rank,
         }
         meta = checkpoint_meta(self.config, counters, self.context.world_size, self.precision.name)
-        save_checkpoint(self.layout.checkpoints_dir, names, self.model, state, meta)
+        save_checkpoint(self.layout.checkpoints_dir, names, model_state, state, meta)
         prune_step_checkpoints(self.layout, self.config.train.keep_checkpoints)
         for name in names:
             self.reporter.on_checkpoint(self.layout.checkpoint_dir(name))
@@ -226,7 +244,7 @@ class Trainer:
                 f"{self.context.world_size}: resume with the same number (torchrun --nproc_per_node="
                 f"{state['world_size']} ...), or start a new run from its weights with --init-from {self.layout.root}"
             )
-        load_model_weights(self.model, checkpoint_dir)
+        load_weights(self.model, checkpoint_dir)  # sharded or not: checkpoints hold the full weights
         own = state["ranks"][self.context.rank]
         try:  # each part checks its own saved state against itself before taking it
             self.optimizer.load_state_dict(state["optimizer"])
@@ -264,7 +282,9 @@ class Trainer:
             peak_flops=self.peak_flops,
             resumed_from=str(self.opened.resume_dir) if self.opened.resume_dir else None,
             init_from=self.opened.weights.source if self.opened.weights else None,
-            notes=self.opened.notes + precision_notes(self.precision) + batches.notes,
+            notes=self.opened.notes + precision_notes(self.precision) + batches.notes
+            + strategy_notes(config.train.strategy, context)
+            + [f"eval task {task.description}" for task in self.eval_tasks],
             sft_preview=batches.sft_preview,
         )
 

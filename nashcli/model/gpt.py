@@ -89,7 +89,9 @@ class CausalSelfAttention(nn.Module):
             past = kv_cache.length
             k, v = kv_cache.update(layer, k, v)  # (B, nh, past+T, hs)
         if past == 0:
-            mask, is_causal = None, T > 1
+            # Causal even for T == 1 (a 1x1 causal mask hides nothing): a constant, because `T > 1`
+            # becomes a symbolic bool under torch.compile with varying lengths, which SDPA rejects.
+            mask, is_causal = None, True
         elif T == 1:
             mask, is_causal = None, False  # one new token may look at every cached position
         else:

@@ -6,7 +6,8 @@ metrics records otherwise, so a run still in progress or stopped early can be co
 """
 
 import json
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional, Sequence
 
 from nashcli.errors import NashError
@@ -28,6 +29,15 @@ class RunResult:
     tokens: Optional[int]
     wall_time_s: Optional[float]
     tokens_per_s: Optional[float]
+    val_bpb: Optional[float] = None  # bits per byte at the last evaluation
+    # Each eval task metric (train.eval_tasks, e.g. hellaswag_acc_norm) at the last evaluation that has it.
+    task_metrics: dict[str, float] = field(default_factory=dict)
+
+    def value(self, attribute: str) -> Optional[float]:
+        """A result by its ResultField attribute: a field of this class, or a task metric's name."""
+        if attribute in _RESULT_ATTRIBUTES:
+            return getattr(self, attribute)
+        return self.task_metrics.get(attribute)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ RESULT_FIELDS = (
     ResultField("final_train_loss", "final train loss", "min"),
     ResultField("best_val_loss", "best val loss", "min"),
     ResultField("final_val_loss", "final val loss", "min"),
+    ResultField("val_bpb", "val bits per byte", "min"),
     ResultField("val_perplexity", "perplexity", "min"),
     ResultField("val_accuracy", "accuracy", "max"),
     # More steps, tokens or time is not better or worse in itself: these lines are context.
@@ -51,6 +62,17 @@ RESULT_FIELDS = (
     ResultField("wall_time_s", "wall time (s)", None),
     ResultField("tokens_per_s", "tokens/s", "max"),
 )
+
+
+_RESULT_ATTRIBUTES = {result_field.name for result_field in fields(RunResult)} - {"name", "task_metrics"}
+# The metrics train.eval_tasks logs: <task>_acc and <task>_acc_norm (accuracies: higher is better).
+TASK_METRIC = re.compile(r"^[a-z0-9_]+_(acc|acc_norm)$")
+
+
+def task_result_fields(results: Sequence[RunResult]) -> tuple[ResultField, ...]:
+    """A results line for every task metric any of the runs has, in name order."""
+    names = sorted({name for result in results for name in result.task_metrics})
+    return tuple(ResultField(name, name, "max") for name in names)
 
 
 @dataclass(frozen=True)
@@ -64,8 +86,9 @@ class ConfigDifference:
 @dataclass(frozen=True)
 class Comparison:
     results: list[RunResult]
-    best_runs: dict[str, tuple[int, ...]]  # RunResult attribute -> indices in `results` of the best runs
+    best_runs: dict[str, tuple[int, ...]]  # ResultField attribute -> indices in `results` of the best runs
     config_differences: list[ConfigDifference]
+    result_fields: tuple[ResultField, ...] = RESULT_FIELDS  # the lines of the results table, task metrics included
 
 
 def compare_runs(layouts: Sequence[RunLayout]) -> Comparison:
@@ -75,7 +98,13 @@ def compare_runs(layouts: Sequence[RunLayout]) -> Comparison:
         for layout in layouts
     ]
     configs = [layout.read_config().model_dump(mode="json") for layout in layouts]
-    return Comparison(results=results, best_runs=best_runs(results), config_differences=config_differences(configs))
+    result_fields = RESULT_FIELDS + task_result_fields(results)
+    return Comparison(
+        results=results,
+        best_runs=best_runs(results, result_fields),
+        config_differences=config_differences(configs),
+        result_fields=result_fields,
+    )
 
 
 def run_result(name: str, records: Sequence[dict], summary: dict) -> RunResult:
@@ -89,6 +118,7 @@ def run_result(name: str, records: Sequence[dict], summary: dict) -> RunResult:
         "final_val_loss": evals[-1]["val_loss"] if evals else None,
         "val_perplexity": evals[-1].get("val_perplexity") if evals else None,
         "val_accuracy": evals[-1].get("val_accuracy") if evals else None,
+        "val_bpb": evals[-1].get("val_bpb") if evals else None,
         "steps": last.get("step"),
         "tokens": last.get("tokens"),
         "wall_time_s": last.get("elapsed_s"),
@@ -97,19 +127,24 @@ def run_result(name: str, records: Sequence[dict], summary: dict) -> RunResult:
     values = {
         field.name: summary[field.name] if summary.get(field.name) is not None else derived[field.name]
         for field in fields(RunResult)
-        if field.name != "name"
+        if field.name not in ("name", "task_metrics")
     }
-    return RunResult(name=name, **values)
+    task_metrics = {
+        key: value for record in records for key, value in record.items() if TASK_METRIC.match(key) and value is not None
+    }  # later records overwrite earlier ones: the last evaluation's values
+    return RunResult(name=name, **values, task_metrics=task_metrics)
 
 
-def best_runs(results: Sequence[RunResult]) -> dict[str, tuple[int, ...]]:
+def best_runs(
+    results: Sequence[RunResult], result_fields: Sequence[ResultField] = RESULT_FIELDS
+) -> dict[str, tuple[int, ...]]:
     """For each result with a better end, the indices of the runs holding the best value (all, on ties).
 
     Runs without the value are skipped; a result no run has is left out.
     """
     best = {}
-    for field in RESULT_FIELDS:
-        values = {index: getattr(result, field.attribute) for index, result in enumerate(results)}
+    for field in result_fields:
+        values = {index: result.value(field.attribute) for index, result in enumerate(results)}
         values = {index: value for index, value in values.items() if value is not None}
         if field.better is None or not values:
             continue
@@ -156,7 +191,7 @@ def _read_summary(layout: RunLayout) -> dict:
         summary = json.loads(layout.summary_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise NashError(f"{layout.summary_path} is not valid JSON ({error}): delete it to use metrics.jsonl") from None
-    numeric = [field.name for field in fields(RunResult) if field.name != "name"]
+    numeric = [field.name for field in fields(RunResult) if field.name not in ("name", "task_metrics")]
     if not isinstance(summary, dict) or not all(
         summary.get(key) is None or (isinstance(summary[key], (int, float)) and not isinstance(summary[key], bool))
         for key in numeric

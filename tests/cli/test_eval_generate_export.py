@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from nashcli.cli.app import app
 from nashcli.data.pretrain import PretrainBatches
+from nashcli.data.tokenizer import get_tokenizer
 from nashcli.engine.loading import load_model
 from nashcli.engine.trainer import train
 
@@ -38,9 +39,9 @@ def eval_json(*args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_eval_reports_the_four_keys_deterministically(trained_run, tiny_dataset):
+def test_eval_reports_its_metrics_deterministically(trained_run, tiny_dataset):
     first = eval_json(trained_run, "--max-batches", "3")
-    assert set(first) == {"val_loss", "perplexity", "accuracy", "tokens"}
+    assert set(first) == {"val_loss", "val_bpb", "perplexity", "accuracy", "tokens", "bytes"}
     assert first["tokens"] == 3 * 4 * 16  # batches x batch size x context
     assert first["perplexity"] == pytest.approx(math.exp(first["val_loss"]), rel=1e-9)
     assert eval_json(trained_run, "--max-batches", "3") == first
@@ -55,12 +56,16 @@ def test_eval_reports_the_four_keys_deterministically(trained_run, tiny_dataset)
     assert 0 < expected_accuracy < 1  # the trained model gets some tokens right, not all
     assert first["val_loss"] == pytest.approx(expected_loss, abs=1e-5)
     assert first["accuracy"] == pytest.approx(expected_accuracy, abs=1e-6)
+    # Bits per byte: the summed loss in bits over the UTF-8 bytes of the targets' text.
+    expected_bytes = len(get_tokenizer().decode_bytes(targets.flatten().tolist()))
+    assert first["bytes"] == expected_bytes
+    assert first["val_bpb"] == pytest.approx(expected_loss * targets.numel() / (math.log(2) * expected_bytes), rel=1e-6)
 
 
 def test_eval_table_names_the_metrics(trained_run):
     result = invoke("eval", trained_run, "--max-batches", "1", "--checkpoint", "last")
     assert result.exit_code == 0, result.output
-    for name in ("val_loss", "perplexity", "accuracy", "tokens"):
+    for name in ("val_loss", "val_bpb", "perplexity", "accuracy", "tokens", "bytes"):
         assert name in result.output
 
 

@@ -138,3 +138,20 @@ def test_compare_needs_two_runs(two_runs):
     result = runner.invoke(app, ["compare", "base"])
     assert result.exit_code == 2
     assert "needs two or more runs" in result.output
+
+
+def test_bits_per_byte_and_task_metrics_are_plotted_and_compared(make_run, tmp_path):
+    def evals(bpb, acc_norm):
+        return [{"step": step, "tokens": 256 * step, "val_loss": 3.0 / step, "val_bpb": bpb / step,
+                 "hellaswag_acc": acc_norm - 0.01, "hellaswag_acc_norm": acc_norm + 0.001 * step} for step in (1, 2, 3)]
+
+    make_run("base", evals(1.5, 0.26))
+    make_run("better", evals(1.2, 0.29))
+    result = runner.invoke(app, ["plot", "base", "better", "--metrics", "hellaswag_acc_norm,val_bpb"])
+    assert result.exit_code == 0, result.output
+    assert_is_a_png(tmp_path / "runs" / "base" / "plot.png")
+    result = runner.invoke(app, ["compare", "base", "better", "--metrics", "val_bpb,hellaswag_acc_norm"])
+    assert result.exit_code == 0, result.output
+    assert table_row(result.output, "val bits per byte") == ["0.5000", "0.4000"]
+    assert table_row(result.output, "hellaswag_acc_norm") == ["0.2630", "0.2930"]
+    assert table_row(result.output, "hellaswag_acc") == ["0.2500", "0.2800"]

@@ -72,3 +72,13 @@ def test_tokens_per_step():
         {"model": {"max_seq_len": 1024}, "train": {"batch_size": 16, "grad_accum_steps": 32}}
     )
     assert config.tokens_per_step == 524288
+
+
+def test_eval_tasks_must_be_known_tasks_or_files_without_reading_them():
+    assert TrainConfig(eval_tasks=["hellaswag", "mc:data/quiz.jsonl"]).eval_tasks == ["hellaswag", "mc:data/quiz.jsonl"]
+    with pytest.raises(ValidationError, match=r"unknown task 'lambada': choose from hellaswag, mc:PATH"):
+        TrainConfig(eval_tasks=["lambada"])
+    with pytest.raises(ValidationError, match=r"'mc:a/quiz.jsonl' and 'mc:b/quiz.jsonl' would both log mc_quiz_\*"):
+        TrainConfig(eval_tasks=["mc:a/quiz.jsonl", "mc:b/quiz.jsonl"])
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        TrainConfig(eval_task_limit=0)

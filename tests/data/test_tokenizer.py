@@ -52,3 +52,13 @@ def test_matches_tiktoken_r50k_on_a_longer_text():
     )
     text = "It's 2026: O Romeo, Romeo! wherefore art thou Romeo?  Deny thy father\n\nand refuse thy name 123456."
     assert get_tokenizer().encode(text) == reference.encode_ordinary(text)
+
+
+def test_token_byte_lengths_add_up_to_the_bytes_of_the_text():
+    from nashcli.data.tokenizer import token_byte_lengths
+
+    tokenizer = get_tokenizer()
+    lengths = token_byte_lengths()
+    assert len(lengths) == tokenizer.vocab_size and lengths[tokenizer.eot_token] == len("<|endoftext|>")
+    text = "naïve café 😀 東京, plain ASCII too"
+    assert sum(lengths[token] for token in tokenizer.encode(text)) == len(text.encode("utf-8"))

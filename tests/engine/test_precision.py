@@ -51,3 +51,47 @@ def test_a_16_bit_type_the_cpu_lacks_units_for_gets_a_slowness_warning(monkeypat
     assert precision_notes(Precision("bf16", "cpu")) == ([] if has_bf16_units else bf16_warning)
     for precision in (Precision("fp32", "cpu"), Precision("fp16", "cuda"), Precision("bf16", "cuda")):
         assert precision_notes(precision) == []
+
+
+GPU = torch.device("cuda", 0)
+
+
+@pytest.fixture
+def gpu_with_emulated_bf16(monkeypatch):
+    """A V100/T4-like GPU: bf16 runs, but only by emulation."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+
+
+def test_auto_does_not_pick_emulated_bf16_on_a_gpu(gpu_with_emulated_bf16):
+    assert resolve_precision("auto", GPU) == Precision("fp32", "cuda")
+    assert resolve_precision("bf16", GPU) == Precision("bf16", "cuda")  # asked for: it runs, with a note
+    assert precision_notes(Precision("bf16", "cuda")) == [
+        "bf16 on this GPU is emulated (no bf16 tensor cores), slower than fp32: prefer --set train.precision=fp16"
+    ]
+
+
+def test_auto_picks_bf16_on_a_gpu_with_bf16_tensor_cores(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", GPU) == Precision("bf16", "cuda")
+    assert precision_notes(Precision("bf16", "cuda")) == []
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA H200 NVL", 835e12),
+        ("NVIDIA H800", 989e12),
+        ("NVIDIA H800 PCIe", 756e12),
+        ("NVIDIA B200", 2250e12),
+        ("NVIDIA GB200", 2500e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+    ],
+)
+def test_gpu_peaks_match_the_most_specific_name(monkeypatch, name, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_flops(GPU, Precision("bf16", "cuda")) == expected

@@ -107,3 +107,28 @@ def test_broken_summary_is_one_clear_error(make_run, tmp_path):
     (folder / "summary.json").write_text("{not json")
     with pytest.raises(NashError, match=r"summary.json is not valid JSON \(.*line 1.*\): delete it"):
         compare_runs([RunLayout.find(folder, tmp_path / "runs")])
+
+
+def test_bits_per_byte_and_task_metrics_come_from_the_last_evaluation_that_has_them():
+    records = [
+        {"step": 10, "tokens": 1000, "val_loss": 3.0, "val_bpb": 1.5, "hellaswag_acc": 0.25, "hellaswag_acc_norm": 0.26},
+        {"step": 20, "tokens": 2000, "val_loss": 2.9, "val_bpb": 1.4, "hellaswag_acc": 0.27, "hellaswag_acc_norm": 0.28,
+         "mc_quiz_acc": 0.5},
+        {"step": 30, "tokens": 3000, "val_loss": 2.8, "val_bpb": 1.3, "hellaswag_acc": 0.29, "hellaswag_acc_norm": 0.30},
+        {"step": 31, "tokens": 3100, "train_loss": 2.7, "val_accuracy_note": 1.0},
+    ]
+    got = run_result("a", records, summary={})
+    assert got.val_bpb == 1.3
+    assert got.task_metrics == {"hellaswag_acc": 0.29, "hellaswag_acc_norm": 0.30, "mc_quiz_acc": 0.5}
+    assert got.value("val_bpb") == 1.3 and got.value("hellaswag_acc_norm") == 0.30 and got.value("nope") is None
+
+
+def test_task_metrics_are_results_lines_where_higher_is_better(make_run, tmp_path):
+    make_run("small", records=[{"step": 5, "tokens": 50, "val_loss": 3.0, "val_bpb": 1.2, "hellaswag_acc_norm": 0.27}])
+    make_run("large", records=[{"step": 5, "tokens": 50, "val_loss": 2.0, "val_bpb": 1.1, "hellaswag_acc_norm": 0.31,
+                                "hellaswag_acc": 0.30}])
+    comparison = compare_runs([RunLayout.find(name, tmp_path / "runs") for name in ["small", "large"]])
+    attributes = [field.attribute for field in comparison.result_fields]
+    assert attributes[-2:] == ["hellaswag_acc", "hellaswag_acc_norm"] and "val_bpb" in attributes
+    assert comparison.best_runs["hellaswag_acc_norm"] == (1,) and comparison.best_runs["hellaswag_acc"] == (1,)
+    assert comparison.best_runs["val_bpb"] == (1,)
