@@ -515,7 +515,8 @@ def check_fsdp(args, out: Path, result: Result) -> None:
         *smoke_settings("model", "train"),
         *(["train.compile=false"] if smoke() else []),  # inductor on a CPU: minutes a graph
         f"data.dataset={out / 'data' / 'shakespeare'}", f"runs_dir={out / 'runs'}", "train.batch_size=8",
-        f"train.max_steps={steps}", "train.warmup_steps=10", "train.eval_interval=0", "metrics.log_interval=1",
+        f"train.max_steps={steps}", "train.warmup_steps=10", "train.eval_interval=0", "train.grad_accum_steps=1",
+        "train.checkpoint_interval=0", "metrics.log_interval=1",
     ]
     curves = {}
     for strategy in ("ddp", "fsdp"):
