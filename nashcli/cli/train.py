@@ -41,8 +41,8 @@ def command(
         Optional[str],
         typer.Option(
             "--devices",
-            help="Training processes on this machine (DDP): N, or auto (every GPU; 1 process on a CPU). "
-            "The global batch is N times train.batch_size x train.grad_accum_steps.",
+            help="Training processes on this machine, one per GPU: N, or auto (every GPU; 1 process on a CPU). "
+            "The global batch is N x nodes x train.batch_size x train.grad_accum_steps.",
         ),
     ] = None,
     nodes: Annotated[

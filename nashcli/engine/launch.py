@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import queue
 import signal
 import sys
 import tempfile
@@ -206,10 +207,12 @@ class WorkerChannel:
         self.summary = None  # rank 0's RunSummary
         self.run_dir: Optional[str] = None  # from rank 0's RunStart
         self.ctrl_c_count = 0
+        # The signal handler only queues (SimpleQueue.put may be called from a handler); a thread sends.
+        self.ctrl_c_presses: queue.SimpleQueue = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.closing = False
-        self.accepting = threading.Thread(target=self._accept, name="nash-launch-accept", daemon=True)
-        self.accepting.start()
+        for target, name in ((self._accept, "nash-launch-accept"), (self._forward_ctrl_c, "nash-launch-ctrl-c")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def _accept(self) -> None:
         while not self.closing:
@@ -246,15 +249,15 @@ class WorkerChannel:
 
     def _handle(self, record: "WorkerRecord", message: tuple) -> None:
         kind = message[0]
-        if kind == "report" and self.reporter is not None:
+        if kind == "report":
             method, argument = message[1], message[2]
             if method == "on_start":
                 self.run_dir = argument.run_dir
             if method == "on_end":
-                if self.plan.nodes == 1 or self.plan.node_rank == 0:
-                    argument = dataclasses.replace(argument, resume_command=self.plan.resume_command(argument.run_dir))
+                argument = dataclasses.replace(argument, resume_command=self.plan.resume_command(argument.run_dir))
                 self.summary = argument
-            getattr(self.reporter, method)(argument)
+            if self.reporter is not None:
+                getattr(self.reporter, method)(argument)
         elif kind == "raised":
             _, error, traceback_text, raised_at = message
             record.error, record.traceback_text, record.ended_at = error, traceback_text, raised_at
@@ -268,18 +271,19 @@ class WorkerChannel:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self._forward_ctrl_c)
+        previous = signal.signal(signal.SIGINT, lambda number, frame: self.ctrl_c_presses.put(number))
         try:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _forward_ctrl_c(self, number: int, frame) -> None:
-        with self.lock:
-            self.ctrl_c_count += 1
-            workers = list(self.workers.values())
-        for record in workers:
-            record.send(("signal", int(signal.SIGINT)))
+    def _forward_ctrl_c(self) -> None:
+        while self.ctrl_c_presses.get() is not None:
+            with self.lock:
+                self.ctrl_c_count += 1
+                workers = list(self.workers.values())
+            for record in workers:
+                record.send(("signal", int(signal.SIGINT)))
 
     def close(self) -> None:
         """After the workers ended: read what they sent last, then close the socket."""
@@ -287,6 +291,7 @@ class WorkerChannel:
         for thread in list(self.threads):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.closing = True
+        self.ctrl_c_presses.put(None)
         self.listener.close()
 
     def outcome(self, failures: dict, launcher_signal: Optional[int]):
