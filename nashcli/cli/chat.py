@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from nashcli.cli.console import err_console, print_error
-from nashcli.cli.sampling_options import (
+from nashcli.cli.model_options import (
     CheckpointOption,
     DeviceOption,
     SeedOption,

@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from nashcli.cli.console import console, err_console, make_progress, make_table
+from nashcli.cli.model_options import DeviceOption, SourceArgument
 from nashcli.errors import NashError
 
 
 def command(
-    source: Annotated[str, typer.Argument(help="A run folder or name, a checkpoint folder, or hf:PATH_OR_ID.")],
+    source: SourceArgument,
     checkpoint: Annotated[
         Optional[str],
         typer.Option("--checkpoint", help="Which checkpoint of a run: best or last (default: best if it exists)."),
@@ -30,7 +31,7 @@ def command(
         typer.Option("--precision", help="fp32, bf16, fp16 or auto (default: the run's own train.precision)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     task: Annotated[
         Optional[str],
         typer.Option("--task", help="Score a task instead: hellaswag, or mc:PATH (your own multiple-choice jsonl)."),

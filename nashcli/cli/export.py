@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from nashcli.cli.console import console
+from nashcli.cli.model_options import CheckpointOption
 from nashcli.errors import NashError
 
 
@@ -15,7 +16,7 @@ def command(
     format: Annotated[
         str, typer.Option("--format", help="hf: Hugging Face GPT-2 (config.json + model.safetensors).")
     ] = "hf",
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of a run: best or last.")] = "best",
+    checkpoint: CheckpointOption = "best",
 ) -> None:
     """Export weights so other tools load them: `transformers.GPT2LMHeadModel.from_pretrained(OUT)`.
 

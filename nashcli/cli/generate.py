@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from nashcli.cli.console import err_console
-from nashcli.cli.sampling_options import (
+from nashcli.cli.model_options import (
     CheckpointOption,
     DeviceOption,
     SeedOption,

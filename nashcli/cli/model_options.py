@@ -1,4 +1,4 @@
-"""The options `nash generate` and `nash chat` share, with their help written once."""
+"""Options of the commands that load a model (eval, generate, chat, export), with their help written once."""
 
 from typing import Annotated, Optional
 
