@@ -5,20 +5,16 @@ Defaults follow GPT-2 124M. Validators check and never silently change a value.
 """
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from nashcli.config.optimizers import AdamWSettings, OptimizerSettings
+from nashcli.config.strict import StrictModel
 from nashcli.tasks.registry import check_task_name
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 WandbMode = Literal["disabled", "offline", "online"]
-
-
-class StrictModel(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(StrictModel):
@@ -87,40 +83,6 @@ class ModelConfig(StrictModel):
     def padded_vocab_size(self) -> int:
         multiple = self.vocab_pad_multiple
         return (self.vocab_size + multiple - 1) // multiple * multiple
-
-
-class AdamWSettings(StrictModel):
-    """AdamW on every parameter, with train.lr, train.betas and train.weight_decay (GPT-2's recipe)."""
-
-    name: Literal["adamw"] = "adamw"
-
-
-class MuonSettings(StrictModel):
-    """Muon for the 2-D weight matrices inside the blocks; AdamW (train.lr, train.betas,
-    train.weight_decay) for the embeddings, the head, norms and biases."""
-
-    name: Literal["muon"] = "muon"
-    lr: Annotated[
-        float,
-        Field(gt=0.0, le=10.0, description="Muon's peak learning rate (scaled per matrix to match AdamW's update size)."),
-    ] = 0.02
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0, description="Muon's momentum.")] = 0.95
-    nesterov: Annotated[bool, Field(description="Nesterov momentum in Muon.")] = True
-    weight_decay: Annotated[float, Field(ge=0.0, le=10.0, description="Decoupled weight decay of the Muon matrices.")] = 0.0
-    ns_steps: Annotated[
-        int, Field(ge=1, le=20, description="Newton-Schulz iterations that orthogonalise each update.")
-    ] = 5
-    embedding_lr: Annotated[
-        Optional[float],
-        Field(gt=0.0, le=10.0, description="AdamW learning rate of the token and position embeddings (default: train.lr)."),
-    ] = None
-    head_lr: Annotated[
-        Optional[float],
-        Field(gt=0.0, le=10.0, description="AdamW learning rate of an untied LM head (default: train.lr)."),
-    ] = None
-
-
-OptimizerSettings = Annotated[Union[AdamWSettings, MuonSettings], Field(discriminator="name")]
 
 
 class TrainConfig(StrictModel):
