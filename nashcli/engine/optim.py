@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nashcli.config.models import TrainConfig
+from nashcli.engine.muon import Muon, orthogonalize_dtype
 from nashcli.errors import NashError
 from nashcli.value_checks import is_finite_number, is_int
 
@@ -46,16 +47,14 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device) 
     if settings.name == "adamw":
         return Optimizers({"adamw": _adamw(parameter_groups(model, train.weight_decay), train, device)})
     matrices, adamw_groups = muon_parameter_groups(model, train)
-    muon = torch.optim.Muon(
+    muon = Muon(
         matrices,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         momentum=settings.momentum,
         nesterov=settings.nesterov,
         ns_steps=settings.ns_steps,
-        # 0.2 x sqrt(max(rows, columns)): symmetric in the matrix's shape, so it does not matter that
-        # nash stores its matrices (in, out); "original" assumes (out, in).
-        adjust_lr_fn="match_rms_adamw",
+        orthogonalize_dtype=orthogonalize_dtype(device),
     )
     return Optimizers({"muon": muon, "adamw": _adamw(adamw_groups, train, device)})
 

@@ -72,6 +72,13 @@ def cuda_has_bf16_units() -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def has_bf16_matrix_units(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 matrices natively (faster than fp32), not by emulation."""
+    if device.type == "cuda":
+        return cuda_has_bf16_units()
+    return device.type == "cpu" and cpu_has_bf16_matrix_units()
+
+
 def resolve_precision(requested: str, device: torch.device) -> Precision:
     """The precision to use for `train.precision` on `device`.
 
@@ -80,11 +87,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     """
     device_type = device.type
     if requested == "auto":
-        if device_type == "cuda" and cuda_has_bf16_units():
-            return Precision("bf16", device_type)
-        if device_type == "cpu" and cpu_has_bf16_matrix_units():
-            return Precision("bf16", device_type)
-        return Precision("fp32", device_type)
+        return Precision("bf16" if has_bf16_matrix_units(device) else "fp32", device_type)
     if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=True):
         raise NashError(
             f"train.precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: "

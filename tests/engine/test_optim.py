@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from nashcli.config import ModelConfig, TrainConfig
+from nashcli.engine.muon import Muon
 from nashcli.engine.optim import build_optimizer, parameter_groups, set_learning_rate
 from nashcli.engine.schedule import learning_rate_at
 from nashcli.errors import NashError
@@ -53,7 +54,7 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest_each_group_at_its_own_
     optimizer = build_optimizer(model, train, torch.device("cpu"))
     assert list(optimizer.parts) == ["muon", "adamw"] and optimizer.name == "muon"
     muon, adamw = optimizer.parts["muon"], optimizer.parts["adamw"]
-    assert isinstance(muon, torch.optim.Muon) and muon.param_groups[0]["lr"] == 0.03
+    assert isinstance(muon, Muon) and muon.param_groups[0]["lr"] == 0.03
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     muon_names = sorted(names[id(p)] for group in muon.param_groups for p in group["params"])
     assert muon_names == sorted(
