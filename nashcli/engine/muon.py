@@ -2,7 +2,7 @@
 
 torch.optim.Muon always runs its Newton-Schulz iteration in bf16. That is right on GPUs and on CPUs
 with bf16 units, but a CPU without them (AVX2 only) emulates bf16 at ~0.3 GFLOP/s against ~150 in
-fp32: one step of the small shape's Muon took ~4 s there against ~0.1 s in fp32 (bench/README.md).
+fp32: one Muon step of modern-small took ~5 s there against ~0.1 s in fp32 (bench/README.md).
 """
 
 import math
